@@ -1,0 +1,1 @@
+"""One module per CLI command family; each has ``add_parser(subparsers)`` (see mvpt.cli)."""

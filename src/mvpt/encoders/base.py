@@ -1,0 +1,200 @@
+"""The encoder contract and the registry of per-clip encoders.
+
+A *frame encoder* maps RGB frames to vectors; an *audio encoder* maps a mono waveform and a list of
+clip bounds (seconds) to one vector per clip. Each encoder has a stable ``name``, a ``version``
+string (stored in the feature store's manifest so features of other encoders are refused), an
+output dimension and the preprocessing it expects.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from mvpt.errors import EncoderError
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What ``mvpt encoders`` lists about one encoder."""
+
+    name: str
+    modality: str  # "video" or "audio"
+    dim: int
+    version: str
+    licence: str
+    weights_present: bool
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Encoder(abc.ABC):
+    """Common attributes of every encoder."""
+
+    name: str = ""
+    modality: str = ""
+    dim: int = 0
+    version: str = ""
+    licence: str = "unknown"
+
+    def manifest(self) -> dict:
+        """The description stored in a feature store's manifest (must be JSON-serialisable)."""
+        return {
+            "name": self.name,
+            "modality": self.modality,
+            "dim": self.dim,
+            "version": self.version,
+            "extras": self.extra_dims(),
+            "preprocessing": self.preprocessing(),
+        }
+
+    def extra_dims(self) -> dict[str, int]:
+        """Extra per-clip outputs besides the embedding, name -> dimension (e.g. class scores)."""
+        return {}
+
+    @abc.abstractmethod
+    def preprocessing(self) -> dict:
+        """Input preprocessing, for the manifest (sizes, rates, normalisation)."""
+
+
+class FrameEncoder(Encoder):
+    """Encodes RGB frames, uint8 [n, height, width, 3], to float32 [n, dim]."""
+
+    modality = "video"
+    #: (width, height) the frames must have; media.read_frames produces it.
+    image_size: tuple[int, int] = (224, 224)
+    #: "crop": scale the shorter side to the size then centre-crop; "squash": plain resize.
+    resize_mode: str = "crop"
+
+    @abc.abstractmethod
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """frames uint8 [n, h, w, 3] -> float32 [n, dim]. Batches internally."""
+
+
+class AudioEncoder(Encoder):
+    """Encodes a mono waveform to one vector per clip."""
+
+    modality = "audio"
+    sample_rate_hz: int = 16000
+
+    @abc.abstractmethod
+    def encode_clips(self, wave: np.ndarray, clip_bounds_s: np.ndarray) -> dict[str, np.ndarray]:
+        """wave float32 [n_samples] at ``sample_rate_hz`` (time 0 = first sample);
+        clip_bounds_s float [n_clips, 2] (start, end) in seconds relative to the wave.
+
+        Returns {"embedding": float32 [n_clips, dim], **extras} with each extra
+        float32 [n_clips, extra_dims()[name]].
+        """
+
+
+@dataclass
+class _Entry:
+    name: str
+    modality: str
+    factory: Callable[..., Encoder]
+    info: Callable[[], EncoderInfo]
+    default: bool = False
+    aliases: list[str] = field(default_factory=list)
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(
+    name: str,
+    *,
+    modality: str,
+    factory: Callable[..., Encoder],
+    info: Callable[[], EncoderInfo],
+    default: bool = False,
+) -> None:
+    """Register an encoder family under a stable name. ``info`` must be cheap (no weight loading)."""
+    if modality not in ("video", "audio"):
+        raise EncoderError(f"encoder {name!r}: modality must be 'video' or 'audio', got {modality!r}")
+    _REGISTRY[name] = _Entry(name, modality, factory, info, default)
+
+
+def _ensure_builtin() -> None:
+    # Import side effect: each module registers itself.
+    from mvpt.encoders import builtin  # noqa: F401
+
+
+def get_encoder(name: str, **kwargs) -> Encoder:
+    """Build the encoder registered as ``name`` (kwargs go to its factory, e.g. a weights path)."""
+    _ensure_builtin()
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise EncoderError(f"unknown encoder {name!r}; known encoders: {known}")
+    return _REGISTRY[name].factory(**kwargs)
+
+
+def list_encoders() -> list[EncoderInfo]:
+    """Every registered encoder, defaults first."""
+    _ensure_builtin()
+    entries = sorted(_REGISTRY.values(), key=lambda e: (not e.default, e.modality, e.name))
+    return [e.info() for e in entries]
+
+
+def default_encoder_name(modality: str) -> str:
+    _ensure_builtin()
+    for e in _REGISTRY.values():
+        if e.default and e.modality == modality:
+            return e.name
+    raise EncoderError(f"no default encoder registered for modality {modality!r}")
+
+
+def cpu_thread_count() -> int:
+    """Threads for intra-op work: ``MVPT_THREADS`` if set, else every CPU core."""
+    return int(os.environ.get("MVPT_THREADS", 0)) or (os.cpu_count() or 1)
+
+
+def set_torch_threads() -> int:
+    """Use every CPU core for intra-op work; returns the thread count. Also flushes denormals,
+    which made small Transformers 5-10x slower on CPU here."""
+    import torch
+
+    n = cpu_thread_count()
+    torch.set_num_threads(n)
+    torch.set_flush_denormal(True)
+    return n
+
+
+def package_version(dist_name: str) -> str | None:
+    """Installed version of a distribution, or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist_name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_licence(dist_name: str) -> str:
+    """The licence a distribution's metadata states (expression, field or classifier), as is."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        return f"unknown ({dist_name} not installed)"
+    meta = dist.metadata
+    stated = (meta.get("License-Expression") or meta.get("License") or "").strip()
+    if stated and stated.upper() != "UNKNOWN":
+        return stated.splitlines()[0]
+    classifiers = [c.split("::")[-1].strip() for c in meta.get_all("Classifier") or []
+                   if c.startswith("License ::")]
+    if classifiers:
+        return "; ".join(classifiers)
+    for file in dist.files or []:
+        if file.name.upper().startswith(("LICENSE", "LICENCE", "COPYING")):
+            first_line = next((ln.strip() for ln in (file.read_text() or "").splitlines()
+                               if ln.strip()), "")
+            if first_line:
+                return f"{first_line} (its {file.name} file)"
+    return f"not stated in {dist_name} {dist.version} metadata"

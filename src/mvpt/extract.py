@@ -1,0 +1,334 @@
+"""Extraction: media files -> per-clip features in a feature store.
+
+Inputs are files, folders (searched recursively for media) or a manifest CSV with columns
+``id,path[,split][,start_s,end_s]``. Work is cut into shards of items; a shard is written only when
+all its items are processed, with its DONE marker last, so a killed run resumes by redoing only the
+unfinished shard. Items already in the store (done or failed) are skipped, so adding new files to
+an existing store extracts only them. A file that fails is recorded with its reason and the run
+goes on.
+
+Decoding runs in a separate process (``decode_workers``) while this process encodes, so the two
+overlap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import multiprocessing
+import os
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from mvpt import media
+from mvpt.clips import ClipConfig, clip_bounds, frame_times
+from mvpt.encoders.base import AudioEncoder, FrameEncoder, default_encoder_name, get_encoder
+from mvpt.errors import MediaError, MvptError, UsageError
+from mvpt.store import FeatureStore, ItemResult
+
+MEDIA_EXTENSIONS = {
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
+    ".ts", ".3gp",
+}
+SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit to extract: a file, or a region [start_s, end_s) of it."""
+
+    id: str
+    path: str
+    split: str
+    start_s: float = 0.0
+    end_s: float | None = None
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> int:
+        return self.done + self.failed
+
+    def to_dict(self) -> dict:
+        return {"store": self.store, "total": self.total, "done": self.done,
+                "failed": self.failed, "skipped": self.skipped, "failures": self.failures}
+
+
+# ------------------------------------------------------------------------------ inputs
+def stable_split(item_id: str) -> str:
+    """train/val/test 80/10/10 from a hash of the id (stable across runs and machines)."""
+    h = int.from_bytes(hashlib.sha1(item_id.encode("utf-8")).digest()[:8], "big") / 2**64
+    acc = 0.0
+    for name, frac in SPLIT_FRACTIONS:
+        acc += frac
+        if h < acc:
+            return name
+    return SPLIT_FRACTIONS[-1][0]
+
+
+def _float_or_none(text: str | None) -> float | None:
+    text = (text or "").strip()
+    return float(text) if text else None
+
+
+def read_manifest_csv(path: Path) -> list[Item]:
+    """Items of a manifest CSV; relative paths are relative to the CSV's folder."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = set(reader.fieldnames or [])
+            if not {"id", "path"} <= fields:
+                raise UsageError(f"{path}: a manifest CSV needs columns id,path "
+                                 f"(optionally split,start_s,end_s); found {sorted(fields)}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"{path}: cannot read manifest CSV ({exc})") from None
+    items = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            start, end = _float_or_none(row.get("start_s")), _float_or_none(row.get("end_s"))
+        except ValueError:
+            raise UsageError(f"{path}:{line}: start_s/end_s must be numbers in seconds") from None
+        if start is not None and end is not None and end <= start:
+            raise UsageError(f"{path}:{line}: end_s ({end}) must be after start_s ({start})")
+        p = Path(row["path"])
+        p = p if p.is_absolute() else path.parent / p
+        split = (row.get("split") or "").strip() or stable_split(row["id"])
+        items.append(Item(row["id"], str(p), split, start or 0.0, end))
+    return items
+
+
+def _path_id(path: Path, base: Path | None) -> str:
+    rel = path.relative_to(base) if base else Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def collect_items(inputs: Iterable[str | Path]) -> list[Item]:
+    """Items from files, folders and manifest CSVs, in a stable order; ids are unique (a repeated
+    id gets a suffix from its path's hash). A missing path becomes an item that will fail with a
+    clear reason rather than stopping the batch."""
+    items: list[Item] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.suffix.lower() == ".csv" and p.is_file():
+            items.extend(read_manifest_csv(p))
+        elif p.is_dir():
+            for f in sorted(q for q in p.rglob("*") if q.is_file()
+                            and q.suffix.lower() in MEDIA_EXTENSIONS | {".m4a", ".mp3", ".ogg",
+                                                                         ".wav", ".flac", ".opus"}):
+                iid = _path_id(f, p)
+                items.append(Item(iid, str(f), stable_split(iid)))
+        else:
+            iid = _path_id(p, None)
+            items.append(Item(iid, str(p), stable_split(iid)))
+    seen: dict[str, int] = {}
+    unique = []
+    for it in items:
+        if it.id in seen:
+            suffix = hashlib.sha1(it.path.encode()).hexdigest()[:8]
+            it = Item(f"{it.id}~{suffix}", it.path, it.split, it.start_s, it.end_s)
+        seen[it.id] = 1
+        unique.append(it)
+    return unique
+
+
+# ------------------------------------------------------------------------------ decoding
+@dataclass
+class DecodeSpec:
+    """What to decode for each item (picklable, sent to decode workers)."""
+
+    clip: ClipConfig
+    frame_size: tuple[int, int]
+    resize_mode: str
+    audio_rate_hz: int
+
+
+@dataclass
+class Decoded:
+    item: Item
+    bounds_s: np.ndarray | None = None  # absolute clip bounds in seconds
+    frames: np.ndarray | None = None
+    wave: np.ndarray | None = None
+    duration_s: float = 0.0
+    title: str | None = None
+    error: str | None = None
+
+
+def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
+    """Probe and decode one item's frames (per clip) and audio; errors become ``Decoded.error``."""
+    try:
+        info = media.probe(item.path)
+        if not info.has_video:
+            raise MediaError(item.path, "no video stream")
+        if not info.has_audio:
+            raise MediaError(item.path, "no audio stream")
+        start = max(0.0, item.start_s)
+        end = info.duration_s if item.end_s is None else min(item.end_s, info.duration_s)
+        if start >= end:
+            raise MediaError(item.path, f"region {start:.2f}-{end:.2f} s is outside the media "
+                                        f"({info.duration_s:.2f} s long)")
+        bounds = clip_bounds(end - start, spec.clip.clip_s, start_s=start)
+        if len(bounds) == 0:
+            raise MediaError(item.path, f"shorter than one clip ({end - start:.2f} s < "
+                                        f"{spec.clip.clip_s} s)")
+        times = frame_times(bounds, spec.clip.frames_per_clip)
+        frames = media.read_frames(item.path, times, size=spec.frame_size,
+                                   resize_mode=spec.resize_mode, info=info)
+        wave = media.read_audio(item.path, sample_rate_hz=spec.audio_rate_hz,
+                                start_s=start, end_s=float(bounds[-1, 1]), info=info)
+        return Decoded(item, bounds, frames, wave, float(bounds[-1, 1] - start), info.title)
+    except MvptError as exc:
+        return Decoded(item, error=str(exc))
+    except Exception as exc:  # a decoder bug must not stop the batch
+        return Decoded(item, error=f"{item.path}: unexpected {type(exc).__name__}: {exc}")
+
+
+def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int,
+                    prefetch: int = 2) -> Iterator[Decoded]:
+    """Decoded items in order; with workers > 0, decoding runs ahead in other processes."""
+    if workers <= 0:
+        for it in items:
+            yield decode_item(it, spec)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque = deque()
+        queue = iter(items)
+        for it in queue:
+            pending.append(pool.submit(decode_item, it, spec))
+            if len(pending) > workers + prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+# ------------------------------------------------------------------------------ encoding
+class Extractor:
+    """Holds the encoders and turns decoded items into store rows."""
+
+    def __init__(self, *, video_encoder: str | FrameEncoder | None = None,
+                 audio_encoder: str | AudioEncoder | None = None,
+                 clip: ClipConfig = ClipConfig(), encoder_options: dict | None = None):
+        opts = encoder_options or {}
+        self.video = _as_encoder(video_encoder, "video", opts.get("video", {}))
+        self.audio = _as_encoder(audio_encoder, "audio", opts.get("audio", {}))
+        self.clip = clip
+
+    def manifest(self) -> dict:
+        return {
+            **self.clip.to_dict(),
+            "encoders": {"video": self.video.manifest(), "audio": self.audio.manifest()},
+            "windows": {"train": "random", "test": "center"},
+            "frame_time": "middle of each clip" if self.clip.frames_per_clip == 1 else
+                          f"{self.clip.frames_per_clip} evenly spaced frames per clip, averaged",
+        }
+
+    def decode_spec(self) -> DecodeSpec:
+        return DecodeSpec(self.clip, tuple(self.video.image_size), self.video.resize_mode,
+                          int(self.audio.sample_rate_hz))
+
+    def encode(self, dec: Decoded) -> ItemResult:
+        it = dec.item
+        base = dict(id=it.id, source_path=it.path, split=it.split, start_s=it.start_s,
+                    end_s=float("nan") if it.end_s is None else it.end_s)
+        if dec.error:
+            return ItemResult(**base, status="failed", error=dec.error)
+        try:
+            vec = self.video.encode_frames(dec.frames)
+            n = len(dec.bounds_s)
+            vec = vec.reshape(n, self.clip.frames_per_clip, -1).mean(axis=1)
+            rel = dec.bounds_s - dec.bounds_s[0, 0]
+            audio = self.audio.encode_clips(dec.wave, rel)
+        except MvptError as exc:
+            return ItemResult(**base, status="failed", error=str(exc))
+        except Exception as exc:
+            return ItemResult(**base, status="failed",
+                              error=f"{it.path}: encoding failed: {type(exc).__name__}: {exc}")
+        arrays = {"video": vec, "audio": audio["embedding"]}
+        arrays.update({f"audio_{k}": v for k, v in audio.items() if k != "embedding"})
+        base["end_s"] = float(dec.bounds_s[-1, 1])
+        return ItemResult(**base, status="done", duration_s=dec.duration_s, title=dec.title,
+                          arrays=arrays)
+
+
+def _as_encoder(enc, modality: str, options: dict):
+    if enc is None or isinstance(enc, str):
+        enc = get_encoder(enc or default_encoder_name(modality), **options)
+    if enc.modality != modality:
+        raise UsageError(f"encoder {enc.name!r} is a {enc.modality} encoder, not {modality}")
+    return enc
+
+
+# ------------------------------------------------------------------------------ the run
+def extract(
+    inputs: Iterable[str | Path],
+    out: str | Path,
+    *,
+    extractor: Extractor | None = None,
+    shard_size: int = 16,
+    decode_workers: int = 1,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> ExtractSummary:
+    """Extract every input not yet in the store ``out``; returns counts and the failures.
+
+    ``max_shards`` stops after that many new shards (for tests and partial runs)."""
+    if shard_size < 1:
+        raise UsageError(f"shard_size must be >= 1, got {shard_size}")
+    items = collect_items(inputs)
+    extractor = extractor or Extractor()
+    store = FeatureStore.create(out, extractor.manifest())
+    store.remove_unfinished()
+    known = set(store.all_rows()["id"])
+    todo = [it for it in items if it.id not in known]
+    summary = ExtractSummary(store=str(out), total=len(items), skipped=len(items) - len(todo))
+    bar = _progress(total=len(items), initial=summary.skipped, enabled=progress)
+    batch: list[ItemResult] = []
+    shards_written = 0
+    try:
+        for dec in _decoded_stream(todo, extractor.decode_spec(), decode_workers):
+            result = extractor.encode(dec)
+            _count(summary, result)
+            batch.append(result)
+            bar.update(1)
+            bar.set_postfix(done=summary.done, failed=summary.failed)
+            if len(batch) == shard_size:
+                store.write_shard(batch)
+                batch, shards_written = [], shards_written + 1
+                if max_shards is not None and shards_written >= max_shards:
+                    break
+        if batch:
+            store.write_shard(batch)
+    finally:
+        bar.close()
+    return summary
+
+
+def _count(summary: ExtractSummary, result: ItemResult) -> None:
+    if result.status == "done":
+        summary.done += 1
+    else:
+        summary.failed += 1
+        summary.failures.append({"id": result.id, "path": result.source_path,
+                                 "error": result.error})
+
+
+def _progress(*, total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="file", desc="extract", disable=not enabled,
+                dynamic_ncols=True)
