@@ -37,3 +37,7 @@ class StoreError(MvptError):
 
 class ModelError(MvptError):
     """A model config or checkpoint is invalid or does not match the features."""
+
+
+class SearchIndexError(MvptError):
+    """A search index folder is missing, corrupt, or was built with another run."""

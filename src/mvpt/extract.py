@@ -152,9 +152,9 @@ class DecodeSpec:
     """What to decode for each item (picklable, sent to decode workers)."""
 
     clip: ClipConfig
-    frame_size: tuple[int, int]
+    frame_size: tuple[int, int] | None  # None: no video wanted
     resize_mode: str
-    audio_rate_hz: int
+    audio_rate_hz: int | None  # None: no audio wanted
 
 
 @dataclass
@@ -172,9 +172,9 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
     """Probe and decode one item's frames (per clip) and audio; errors become ``Decoded.error``."""
     try:
         info = media.probe(item.path)
-        if not info.has_video:
+        if spec.frame_size and not info.has_video:
             raise MediaError(item.path, "no video stream")
-        if not info.has_audio:
+        if spec.audio_rate_hz and not info.has_audio:
             raise MediaError(item.path, "no audio stream")
         start = max(0.0, item.start_s)
         end = info.duration_s if item.end_s is None else min(item.end_s, info.duration_s)
@@ -185,11 +185,14 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
         if len(bounds) == 0:
             raise MediaError(item.path, f"shorter than one clip ({end - start:.2f} s < "
                                         f"{spec.clip.clip_s} s)")
-        times = frame_times(bounds, spec.clip.frames_per_clip)
-        frames = media.read_frames(item.path, times, size=spec.frame_size,
-                                   resize_mode=spec.resize_mode, info=info)
-        wave = media.read_audio(item.path, sample_rate_hz=spec.audio_rate_hz,
-                                start_s=start, end_s=float(bounds[-1, 1]), info=info)
+        frames = wave = None
+        if spec.frame_size:
+            times = frame_times(bounds, spec.clip.frames_per_clip)
+            frames = media.read_frames(item.path, times, size=spec.frame_size,
+                                       resize_mode=spec.resize_mode, info=info)
+        if spec.audio_rate_hz:
+            wave = media.read_audio(item.path, sample_rate_hz=spec.audio_rate_hz,
+                                    start_s=start, end_s=float(bounds[-1, 1]), info=info)
         return Decoded(item, bounds, frames, wave, float(bounds[-1, 1] - start), info.title)
     except MvptError as exc:
         return Decoded(item, error=str(exc))
@@ -218,28 +221,50 @@ def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int,
 
 # ------------------------------------------------------------------------------ encoding
 class Extractor:
-    """Holds the encoders and turns decoded items into store rows."""
+    """Holds the encoders and turns decoded items into store rows. ``modalities`` limits the
+    work to "video" or "audio" alone (a music library needs only its audio)."""
 
     def __init__(self, *, video_encoder: str | FrameEncoder | None = None,
                  audio_encoder: str | AudioEncoder | None = None,
-                 clip: ClipConfig = ClipConfig(), encoder_options: dict | None = None):
+                 clip: ClipConfig = ClipConfig(), encoder_options: dict | None = None,
+                 modalities: tuple[str, ...] = ("video", "audio")):
         opts = encoder_options or {}
-        self.video = _as_encoder(video_encoder, "video", opts.get("video", {}))
-        self.audio = _as_encoder(audio_encoder, "audio", opts.get("audio", {}))
+        if not modalities or set(modalities) - {"video", "audio"}:
+            raise UsageError(f"modalities must be 'video' and/or 'audio', got {modalities!r}")
+        self.video = (_as_encoder(video_encoder, "video", opts.get("video", {}))
+                      if "video" in modalities else None)
+        self.audio = (_as_encoder(audio_encoder, "audio", opts.get("audio", {}))
+                      if "audio" in modalities else None)
         self.clip = clip
 
     def manifest(self) -> dict:
+        encoders = {m: e.manifest() for m, e in (("video", self.video), ("audio", self.audio)) if e}
         return {
             **self.clip.to_dict(),
-            "encoders": {"video": self.video.manifest(), "audio": self.audio.manifest()},
+            "encoders": encoders,
             "windows": {"train": "random", "test": "center"},
             "frame_time": "middle of each clip" if self.clip.frames_per_clip == 1 else
                           f"{self.clip.frames_per_clip} evenly spaced frames per clip, averaged",
         }
 
     def decode_spec(self) -> DecodeSpec:
-        return DecodeSpec(self.clip, tuple(self.video.image_size), self.video.resize_mode,
-                          int(self.audio.sample_rate_hz))
+        return DecodeSpec(
+            self.clip,
+            tuple(self.video.image_size) if self.video else None,
+            self.video.resize_mode if self.video else "crop",
+            int(self.audio.sample_rate_hz) if self.audio else None,
+        )
+
+    def extract_file(self, path: str | Path, *, item_id: str | None = None,
+                     start_s: float = 0.0, end_s: float | None = None) -> ItemResult:
+        """Decode and encode one file in this process, without a store (for queries).
+        Raises the item's error instead of recording it."""
+        item = Item(item_id or Path(path).stem, str(path), "query", start_s, end_s)
+        result = self.encode(decode_item(item, self.decode_spec()))
+        if result.status != "done":
+            reason = result.error.removeprefix(f"{path}: ")
+            raise MediaError(path, reason)
+        return result
 
     def encode(self, dec: Decoded) -> ItemResult:
         it = dec.item
@@ -248,18 +273,21 @@ class Extractor:
         if dec.error:
             return ItemResult(**base, status="failed", error=dec.error)
         try:
-            vec = self.video.encode_frames(dec.frames)
-            n = len(dec.bounds_s)
-            vec = vec.reshape(n, self.clip.frames_per_clip, -1).mean(axis=1)
-            rel = dec.bounds_s - dec.bounds_s[0, 0]
-            audio = self.audio.encode_clips(dec.wave, rel)
+            arrays = {}
+            if self.video:
+                vec = self.video.encode_frames(dec.frames)
+                n = len(dec.bounds_s)
+                arrays["video"] = vec.reshape(n, self.clip.frames_per_clip, -1).mean(axis=1)
+            if self.audio:
+                rel = dec.bounds_s - dec.bounds_s[0, 0]
+                audio = self.audio.encode_clips(dec.wave, rel)
+                arrays["audio"] = audio["embedding"]
+                arrays.update({f"audio_{k}": v for k, v in audio.items() if k != "embedding"})
         except MvptError as exc:
             return ItemResult(**base, status="failed", error=str(exc))
         except Exception as exc:
             return ItemResult(**base, status="failed",
                               error=f"{it.path}: encoding failed: {type(exc).__name__}: {exc}")
-        arrays = {"video": vec, "audio": audio["embedding"]}
-        arrays.update({f"audio_{k}": v for k, v in audio.items() if k != "embedding"})
         base["end_s"] = float(dec.bounds_s[-1, 1])
         return ItemResult(**base, status="done", duration_s=dec.duration_s, title=dec.title,
                           arrays=arrays)
