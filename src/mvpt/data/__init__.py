@@ -1,0 +1,1 @@
+"""Data sources: synthetic music videos, YouTube-8M and MovieClips manifests."""
