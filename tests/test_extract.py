@@ -59,9 +59,16 @@ def test_extract_writes_clip_features(tmp_path, extractor):
         assert arrays["audio"].shape == (expected_clips, 1024)
         assert arrays["audio_scores"].shape == (expected_clips, 521)
         assert np.isfinite(arrays["video"].astype(np.float32)).all()
-    # different videos give different features
-    a, b = store.read("v00")["video"][0], store.read("v01")["video"][0]
-    assert not np.allclose(a, b)
+    # the stored features are the encoders' outputs on the clips' middle frames and audio
+    from mvpt import media
+
+    frames = media.read_frames(videos[2], [0.5, 1.5, 2.5, 3.5, 4.5], size=(224, 224))
+    direct = extractor.video.encode_frames(frames).astype(np.float16)
+    np.testing.assert_allclose(store.read("v02")["video"], direct, atol=2e-3)
+    wave = media.read_audio(videos[2], sample_rate_hz=16000, end_s=5.0)
+    bounds = np.array([[k, k + 1.0] for k in range(5)])
+    direct = extractor.audio.encode_clips(wave, bounds)["embedding"].astype(np.float16)
+    np.testing.assert_allclose(store.read("v02")["audio"], direct, atol=2e-3)
 
 
 def test_adding_files_extracts_only_them(tmp_path, extractor):
@@ -220,3 +227,18 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     a, b = ref.load(ids=ids), got.load(ids=ids)
     for name in ("video", "audio", "audio_scores"):
         np.testing.assert_array_equal(a.arrays[name], b.arrays[name])
+
+
+def test_ids_from_file_names_are_made_unique(tmp_path):
+    from mvpt.extract import Item, _unique_ids
+
+    a, b = tmp_path / "x" / "clip.mp4", tmp_path / "y" / "clip.mp4"
+    items = collect_items([a, b, a])
+    assert [it.path for it in items] == [str(a), str(b)]  # a file listed twice is kept once
+    assert items[0].id == "clip" and items[1].id.startswith("clip~")
+    # a new file whose name is taken in the store by another file gets its own id
+    again = _unique_ids([Item("clip", str(b), "train")], {"clip": str(a)})
+    assert again[0].id == items[1].id
+    with pytest.raises(Exception, match="given to two files"):
+        _unique_ids([Item("k", "p1", "train", named=True), Item("k", "p2", "train", named=True)],
+                    {})

@@ -48,6 +48,7 @@ class Item:
     split: str
     start_s: float = 0.0
     end_s: float | None = None
+    named: bool = False  # the id was given (manifest CSV), not derived from the file name
 
 
 @dataclass
@@ -108,7 +109,7 @@ def read_manifest_csv(path: Path) -> list[Item]:
         p = Path(row["path"])
         p = p if p.is_absolute() else path.parent / p
         split = (row.get("split") or "").strip() or stable_split(row["id"])
-        items.append(Item(row["id"], str(p), split, start or 0.0, end))
+        items.append(Item(row["id"], str(p), split, start or 0.0, end, named=True))
     return items
 
 
@@ -135,13 +136,30 @@ def collect_items(inputs: Iterable[str | Path]) -> list[Item]:
         else:
             iid = _path_id(p, None)
             items.append(Item(iid, str(p), stable_split(iid)))
-    seen: dict[str, int] = {}
+    return _unique_ids(items, {})
+
+
+def _unique_ids(items: list[Item], known_paths: dict[str, str]) -> list[Item]:
+    """Make ids unique. ``known_paths`` maps ids already in the store to their source paths.
+    A file listed twice is kept once; an id derived from a file name that another file already
+    has (in this list or in the store) gets a suffix from its path's hash; an id given twice in a
+    manifest is an error."""
+    taken = dict(known_paths)
+    listed: set[str] = set()
     unique = []
     for it in items:
-        if it.id in seen:
-            suffix = hashlib.sha1(it.path.encode()).hexdigest()[:8]
-            it = Item(f"{it.id}~{suffix}", it.path, it.split, it.start_s, it.end_s)
-        seen[it.id] = 1
+        owner = taken.get(it.id)
+        if owner is not None and owner != it.path:
+            if it.named:
+                if it.id in listed:
+                    raise UsageError(f"id {it.id!r} is given to two files ({owner}, {it.path})")
+            else:
+                iid = f"{it.id}~{hashlib.sha1(it.path.encode()).hexdigest()[:8]}"
+                it = Item(iid, it.path, stable_split(iid), it.start_s, it.end_s)
+        elif it.id in listed:
+            continue  # the same file (or manifest row) twice
+        taken.setdefault(it.id, it.path)
+        listed.add(it.id)
         unique.append(it)
     return unique
 
@@ -317,11 +335,12 @@ def extract(
     ``max_shards`` stops after that many new shards (for tests and partial runs)."""
     if shard_size < 1:
         raise UsageError(f"shard_size must be >= 1, got {shard_size}")
-    items = collect_items(inputs)
     extractor = extractor or Extractor()
     store = FeatureStore.create(out, extractor.manifest())
     store.remove_unfinished()
-    known = set(store.all_rows()["id"])
+    rows = store.all_rows()
+    items = _unique_ids(collect_items(inputs), dict(zip(rows["id"], rows["source_path"])))
+    known = set(rows["id"])
     todo = [it for it in items if it.id not in known]
     summary = ExtractSummary(store=str(out), total=len(items), skipped=len(items) - len(todo))
     bar = _progress(total=len(items), initial=summary.skipped, enabled=progress)
