@@ -1,0 +1,81 @@
+"""`mvpt train STORE --out RUN`: train MVPt or a baseline on a feature store."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from mvpt.commands.common import (
+    add_json_option,
+    emit_json,
+    positive_float,
+    positive_int,
+)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model on a feature store",
+        description="Train on the store's train split with symmetric InfoNCE over the batch, "
+        "validating track-level retrieval on its val split each epoch. Writes RUN/best.pt, "
+        "RUN/last.pt, RUN/config.json and RUN/metrics.jsonl (one line per epoch). Under "
+        "torchrun (`torchrun --nproc_per_node N -m mvpt.cli train ...`) the global batch is "
+        "split over the processes.")
+    p.add_argument("store", metavar="STORE", help="feature store folder (from `mvpt extract`)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to write")
+    p.add_argument("--model", default="mvpt",
+                   help="architecture: mvpt, mlp, linear (see `mvpt models`) or a JSON config "
+                   "path (default mvpt)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="epochs (default 30)")
+    p.add_argument("--batch-size", type=positive_int, default=2048,
+                   help="global batch in tracks, all processes together; each track is a "
+                   "negative for every other (default 2048; clamped to the training set)")
+    p.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
+                   help="tracks per forward pass with gradients (cached embeddings, same loss "
+                   "and gradient as one pass; default: the whole batch in one pass)")
+    p.add_argument("--lr", type=positive_float, default=1e-3,
+                   help="peak learning rate, cosine-annealed per step (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
+    p.add_argument("--min-clips", type=positive_int, default=10,
+                   help="shortest training window in clips; the longest is the model's K "
+                   "(default 10)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, windows, order (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN from its last.pt (same settings; --epochs may grow)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_json_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from mvpt.train import train
+
+    logging.basicConfig(level=logging.INFO, format="mvpt train: %(message)s", stream=sys.stderr)
+    summary = train(
+        args.store, args.out, model=args.model, resume=args.resume, device=args.device,
+        progress=not args.no_progress, epochs=args.epochs, batch_size=args.batch_size,
+        chunk_size=args.chunk_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, min_clips=args.min_clips, precision=args.precision,
+        seed=args.seed)
+    if summary["world_size"] > 1 and not _is_rank0():
+        return 0
+    if emit_json(args, summary):
+        return 0
+    final, best = summary["final"], summary["best"]
+    score = final.get("val_score")
+    print(f"{summary['run_dir']}: {summary['kind']} model {summary['model']!r}, "
+          f"{summary['epochs']} epochs, {summary['steps']} steps, global batch "
+          f"{summary['global_batch_size']} over {summary['world_size']} process(es); "
+          f"last val mean R@10 {'-' if score is None else f'{score:.3f}'}, best "
+          f"{best.get('val_score', float('nan')):.3f} at epoch {best.get('epoch')}")
+    return 0
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0

@@ -1,0 +1,162 @@
+"""MVPt: one Transformer per modality over a sequence of per-clip features, pooled into a shared,
+L2-normalised embedding space (the paper's model; seed appendix B).
+
+Per modality: (optional LayerNorm of the input features, our addition for features of any scale)
+-> linear projection to ``d_hidden`` (256) -> + learned positional embeddings (at most
+``max_clips`` = K positions) -> ``n_layers`` (2) pre-LN Transformer encoder layers with
+``n_heads`` (2) heads -> pooling over the valid clips only (masked mean, or a CLS token) ->
+linear projection to ``d_joint`` -> L2 normalisation.
+
+Padding never changes an output: padded clips are masked out of attention (key padding mask) and
+of the pooling, so a sequence embeds the same alone or batched with longer ones.
+
+This module also holds what every model shares: :class:`ModelConfig`, :class:`JointEmbedder`
+(the ``encode(modality, x, mask)`` interface) and :func:`masked_mean`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mvpt.errors import ModelError
+from mvpt.models.loss import LogitScale
+
+MODALITIES = ("video", "audio")
+_MODALITY_ALIASES = {"video": "video", "audio": "audio", "music": "audio"}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Fields every architecture has. ``max_clips`` (K) is the longest sequence a model sees."""
+
+    name: str = ""
+    kind: str = ""
+    d_joint: int = 256
+    max_clips: int = 30
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MVPtConfig(ModelConfig):
+    kind: str = "mvpt"
+    d_hidden: int = 256
+    n_layers: int = 2
+    n_heads: int = 2
+    d_feedforward: int = 1024
+    dropout: float = 0.1
+    pooling: str = "mean"  # "mean" over valid clips, or "cls"
+    input_norm: bool = True
+    temperature_init: float = 0.07
+    temperature_min: float = 0.01
+
+    def __post_init__(self):
+        if self.pooling not in ("mean", "cls"):
+            raise ModelError(f"model {self.name!r}: pooling must be 'mean' or 'cls', "
+                             f"got {self.pooling!r}")
+        if self.d_hidden % self.n_heads:
+            raise ModelError(f"model {self.name!r}: d_hidden {self.d_hidden} is not divisible "
+                             f"by n_heads {self.n_heads}")
+
+
+def canonical_modality(modality: str) -> str:
+    """"video" or "audio" ("music" is accepted for "audio")."""
+    try:
+        return _MODALITY_ALIASES[modality]
+    except KeyError:
+        raise ModelError(f"modality must be 'video' or 'audio' (or 'music'), "
+                         f"got {modality!r}") from None
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of x [B, L, D] counting only positions where mask [B, L] is True."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class JointEmbedder(nn.Module):
+    """Base of every model: ``encode(modality, x, mask) -> [B, d_joint]`` L2-normalised.
+
+    Subclasses set ``self.input_dims`` (modality -> feature dim) and implement ``_encode``.
+    Models trained by SGD also own ``self.logit_scale`` (:class:`LogitScale`); others set it None.
+    """
+
+    config: ModelConfig
+    input_dims: dict[str, int]
+    logit_scale: LogitScale | None
+
+    def encode(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x float [B, L, D] clip features, mask bool [B, L] True where a clip is valid (every row
+        needs at least one valid clip) -> float [B, d_joint], L2-normalised."""
+        modality = canonical_modality(modality)
+        dim = self.input_dims[modality]
+        if x.ndim != 3 or x.shape[-1] != dim:
+            raise ModelError(f"{modality} input must be [batch, clips, {dim}], "
+                             f"got {list(x.shape)}")
+        if mask.shape != x.shape[:2]:
+            raise ModelError(f"{modality} mask must be {list(x.shape[:2])}, got {list(mask.shape)}")
+        if x.shape[1] > self.config.max_clips:
+            raise ModelError(f"{modality} sequence of {x.shape[1]} clips is longer than the "
+                             f"model's max_clips={self.config.max_clips}")
+        return self._encode(modality, x, mask.bool())
+
+    def _encode(self, modality: str, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, video: torch.Tensor, video_mask: torch.Tensor,
+                audio: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode("video", video, video_mask), self.encode("audio", audio, audio_mask)
+
+
+class SequenceEncoder(nn.Module):
+    """One modality's branch of MVPt: clip features [B, L, D] -> joint embedding [B, d_joint]."""
+
+    def __init__(self, *, input_dim: int, config: MVPtConfig):
+        super().__init__()
+        c = config
+        self.pooling = c.pooling
+        self.input_norm = nn.LayerNorm(input_dim) if c.input_norm else nn.Identity()
+        self.input_proj = nn.Linear(input_dim, c.d_hidden)
+        n_positions = c.max_clips + (1 if c.pooling == "cls" else 0)
+        self.pos_embedding = nn.Parameter(torch.randn(n_positions, c.d_hidden) * 0.02)
+        self.cls_token = (nn.Parameter(torch.randn(1, 1, c.d_hidden) * 0.02)
+                          if c.pooling == "cls" else None)
+        self.dropout = nn.Dropout(c.dropout)
+        layer = nn.TransformerEncoderLayer(
+            c.d_hidden, c.n_heads, dim_feedforward=c.d_feedforward, dropout=c.dropout,
+            activation="gelu", batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(c.d_hidden)
+        self.head = nn.Linear(c.d_hidden, c.d_joint)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.input_proj(self.input_norm(x))
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1)
+            mask = torch.cat([mask.new_ones(len(h), 1), mask], dim=1)
+        h = self.dropout(h + self.pos_embedding[: h.shape[1]])
+        h = self.transformer(h, src_key_padding_mask=~mask)
+        h = self.final_norm(h)
+        pooled = h[:, 0] if self.cls_token is not None else masked_mean(h, mask)
+        return F.normalize(self.head(pooled), dim=-1)
+
+
+class MVPt(JointEmbedder):
+    """The MVPt model: a :class:`SequenceEncoder` per modality and a learnable temperature."""
+
+    def __init__(self, config: MVPtConfig, *, video_dim: int, audio_dim: int):
+        super().__init__()
+        self.config = config
+        self.input_dims = {"video": video_dim, "audio": audio_dim}
+        self.branches = nn.ModuleDict({
+            m: SequenceEncoder(input_dim=d, config=config) for m, d in self.input_dims.items()})
+        self.logit_scale = LogitScale(temperature_init=config.temperature_init,
+                                      temperature_min=config.temperature_min)
+
+    def _encode(self, modality, x, mask):
+        return self.branches[modality](x, mask)

@@ -1,0 +1,644 @@
+"""Train a model of :mod:`mvpt.models` on a feature store: ``mvpt train STORE --out RUN``.
+
+A track (a video with its soundtrack) is one example. Each epoch draws, with a generator seeded by
+(seed, epoch), one time-aligned window per track for both modalities: its length uniform between
+``min_clips`` (10) and K (``max_clips`` of the model, 30) clips, at a random position; a track
+shorter than the drawn length is used whole. Loss: symmetric InfoNCE over the whole global batch
+(2048: every other track of the batch is a negative) with a learnable temperature; AdamW; cosine
+annealing from ``lr`` (1e-3) per step after an optional linear warm-up. Validation each epoch:
+track-level retrieval on the ``val`` split with centred windows; ``best.pt`` keeps the best mean
+R@10 (ties: mean R@1), ``last.pt`` everything needed to resume exactly (model, optimizer,
+scheduler, scaler, epoch, RNG states). ``metrics.jsonl`` has one JSON object per epoch.
+
+Big batches never use plain gradient accumulation, which would shrink the set of negatives:
+``chunk_size`` turns on cached embeddings (GradCache): embeddings of the whole local batch are
+computed without gradients in chunks, the loss over the global batch gives the gradient with
+respect to each embedding, then each chunk is re-run with gradients (same RNG state, so the same
+dropout) and back-propagates that cached gradient. Across processes the embeddings are all-gathered
+with gradients, so every process sees the global batch; each process holds a contiguous slice of
+it; only rank 0 validates and writes.
+
+Commands (``-m mvpt.cli`` is the ``mvpt`` command under torchrun)::
+
+    # one CPU (all cores; MVPT_THREADS=n to limit)
+    mvpt train STORE --out RUN
+    # one GPU
+    mvpt train STORE --out RUN --device cuda
+    # several GPUs on one machine (NCCL), global batch 2048 split over 8 processes
+    torchrun --standalone --nproc_per_node 8 -m mvpt.cli train STORE --out RUN
+    # several processes on one CPU machine (gloo)
+    torchrun --standalone --nproc_per_node 2 -m mvpt.cli train STORE --out RUN --device cpu
+    # several machines (run on each; HOST:PORT is one of them)
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_id RUNID --rdzv_backend c10d \\
+        --rdzv_endpoint HOST:29500 -m mvpt.cli train STORE --out RUN
+    # memory-bound: same loss and gradient with chunks of 256 tracks per forward pass
+    mvpt train STORE --out RUN --chunk-size 256
+    # continue a killed run exactly where its last checkpoint left it
+    mvpt train STORE --out RUN --resume
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mvpt.embed import encode_sequences
+from mvpt.errors import ModelError, UsageError
+from mvpt.models.checkpoint import (
+    CHECKPOINT_NAMES,
+    features_manifest,
+    make_checkpoint,
+    read_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from mvpt.models.factory import build_model, load_config
+from mvpt.models.loss import info_nce
+from mvpt.models.mvpt import JointEmbedder
+from mvpt.store import Features, FeatureStore, ItemResult
+
+log = logging.getLogger("mvpt.train")
+MODALITY_ARRAYS = ("video", "audio")
+
+
+@dataclass
+class RunConfig:
+    """Training settings, stored in every checkpoint. ``model``: a config name or JSON path."""
+
+    model: str = "mvpt"
+    epochs: int = 30
+    batch_size: int = 2048  # global: all processes together
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    min_clips: int = 10  # shortest training window; the longest is the model's max_clips
+    chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
+    precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "min_clips"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
+                             f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise UsageError(f"chunk_size must be >= 1 track, got {self.chunk_size}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class Batch:
+    """Time-aligned windows: video [B, L, Dv], audio [B, L, Da], mask [B, L] (True = clip)."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def slice(self, lo: int, hi: int) -> Batch:
+        return Batch(self.video[lo:hi], self.audio[lo:hi], self.mask[lo:hi])
+
+    def to(self, device) -> Batch:
+        tensors = (self.video, self.audio, self.mask)
+        return Batch(*(t.to(device, non_blocking=True) for t in tensors))
+
+
+def sample_windows(n_clips: np.ndarray, *, rng: np.random.Generator, min_clips: int,
+                   max_clips: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first clip, length) per track: length uniform in [min_clips, max_clips] clips (the whole
+    track when shorter), position uniform over the valid ones."""
+    drawn = rng.integers(min(min_clips, max_clips), max_clips + 1, size=len(n_clips))
+    lengths = np.minimum(drawn, n_clips)
+    starts = np.floor(rng.random(len(n_clips)) * (n_clips - lengths + 1)).astype(np.int64)
+    return starts, lengths
+
+
+def gather_batch(features: Features, tracks: np.ndarray, starts: np.ndarray,
+                 lengths: np.ndarray) -> Batch:
+    """The windows [starts, starts + lengths) of ``tracks`` as a zero-padded float32 Batch."""
+    positions = np.arange(int(lengths.max()))
+    mask = positions[None, :] < lengths[:, None]
+    rows = (features.offsets[tracks][:, None] + starts[:, None]
+            + np.minimum(positions[None, :], lengths[:, None] - 1))
+    out = []
+    for name in MODALITY_ARRAYS:
+        x = torch.from_numpy(features.arrays[name][rows]).float()
+        out.append(x * torch.from_numpy(mask)[..., None])
+    return Batch(out[0], out[1], torch.from_numpy(mask))
+
+
+def epoch_plan(n_tracks: int, *, seed: int, epoch: int, batch_size: int, min_clips: int,
+               max_clips: int, n_clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The epoch's track order and windows, identical in every process: (tracks, starts,
+    lengths), each [steps * batch_size] (the incomplete last batch is dropped)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n_tracks)
+    starts, lengths = sample_windows(n_clips[order], rng=rng, min_clips=min_clips,
+                                     max_clips=max_clips)
+    used = (n_tracks // batch_size) * batch_size
+    return order[:used], starts[:used], lengths[:used]
+
+
+# ---------------------------------------------------------------------------- distribution
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistContext:
+    """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    ctx = DistContext(device=dev, local_rank=local_rank)
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            ctx.initialised_here = True
+        ctx.rank, ctx.world_size = dist.get_rank(), dist.get_world_size()
+    return ctx
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Concatenate every process's [n, d] tensor; the backward pass sums the incoming gradients
+    over processes and returns this process's slice (works on gloo and NCCL)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = dist.get_rank(), len(x)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _AllGatherWithGrad.apply(x)
+
+
+def average_gradients(model: torch.nn.Module, world_size: int) -> None:
+    """All-reduce mean of every gradient (one flat buffer). With the gather above, whose backward
+    sums over processes, this yields exactly the gradient of the global-batch loss."""
+    if world_size == 1:
+        return
+    params = [p for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world_size
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))
+
+
+# ---------------------------------------------------------------------------- the step
+def contrastive_backward(model: JointEmbedder, batch: Batch, *, chunk_size: int | None = None,
+                         autocast=nullcontext, scale=lambda loss: loss) -> float:
+    """Accumulate into ``.grad`` the gradient of the InfoNCE loss over the global batch (this
+    process's ``batch`` plus the other processes' slices); returns the loss. ``chunk_size``:
+    tracks per forward pass with gradients (GradCache); None: one pass for the whole batch."""
+    if chunk_size is None or chunk_size >= len(batch):
+        with autocast():
+            video, audio = model(batch.video, batch.mask, batch.audio, batch.mask)
+        loss = info_nce(gather_with_grad(video), gather_with_grad(audio), model.logit_scale())
+        scale(loss).backward()
+        return float(loss.detach())
+    bounds = [(lo, min(lo + chunk_size, len(batch))) for lo in range(0, len(batch), chunk_size)]
+    states, cached = [], []
+    with torch.no_grad():
+        for lo, hi in bounds:
+            states.append(rng_state())
+            part = batch.slice(lo, hi)
+            with autocast():
+                cached.append(model(part.video, part.mask, part.audio, part.mask))
+    video = torch.cat([v for v, _ in cached]).float().requires_grad_()
+    audio = torch.cat([a for _, a in cached]).float().requires_grad_()
+    loss = info_nce(gather_with_grad(video), gather_with_grad(audio), model.logit_scale())
+    scale(loss).backward()
+    after = rng_state()
+    for (lo, hi), state in zip(bounds, states):
+        set_rng_state(state)
+        part = batch.slice(lo, hi)
+        with autocast():
+            v, a = model(part.video, part.mask, part.audio, part.mask)
+        torch.autograd.backward([v, a], [video.grad[lo:hi].to(v.dtype),
+                                         audio.grad[lo:hi].to(a.dtype)])
+    set_rng_state(after)
+    return float(loss.detach())
+
+
+# ---------------------------------------------------------------------------- validation
+def validation_metrics(model: JointEmbedder, features: Features | None, *, device,
+                       batch_size: int = 256) -> dict:
+    """Track-level retrieval on ``features`` (centred windows of K clips), flat ``val_*`` keys
+    plus ``val_score`` (mean R@10 of both directions) and ``val_r1`` (mean R@1)."""
+    from mvpt.eval import retrieval_metrics
+
+    if features is None or len(features) < 2:
+        return {}
+    was_training = model.training
+    model.eval()
+    emb = {m: encode_sequences(model, m, [features.item(i, m) for i in range(len(features))],
+                               batch_size=batch_size, device=device)
+           for m in MODALITY_ARRAYS}
+    model.train(was_training)
+    metrics = retrieval_metrics(emb["video"], emb["audio"])
+    out = {f"val_{k}": (float(v) if isinstance(v, (int, float, np.number)) else v)
+           for k, v in metrics.items()}
+    out["val_score"] = float(np.mean([metrics[f"{d}_R@10"] for d in ("video_to_music",
+                                                                       "music_to_video")]))
+    out["val_r1"] = float(np.mean([metrics[f"{d}_R@1"] for d in ("video_to_music",
+                                                                  "music_to_video")]))
+    return out
+
+
+def _is_better(metrics: dict, best: dict) -> bool:
+    if not metrics:
+        return True  # no validation split: the latest model is the best we know
+    key = (metrics["val_score"], metrics["val_r1"])
+    return not best or key > (best.get("val_score", -1.0), best.get("val_r1", -1.0))
+
+
+# ---------------------------------------------------------------------------- the run
+@dataclass
+class _Run:
+    """Everything one training process holds."""
+
+    ctx: DistContext
+    config: RunConfig
+    model: JointEmbedder
+    features_info: dict
+    train: Features
+    val: Features | None
+    out_dir: Path
+    global_batch: int = 0
+    steps_per_epoch: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+    autocast: object = nullcontext
+    epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    batch_clamped: bool = False
+    resumed_from: int | None = None
+
+
+def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
+          device: str = "auto", progress: bool = True, model_overrides: dict | None = None,
+          **settings) -> dict:
+    """Train ``model`` (a config name, JSON path) on the train split of the feature store at
+    ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
+    fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, min_clips,
+    chunk_size, precision, seed). ``model_overrides`` replace model config fields. ``resume``
+    continues from ``out_dir/last.pt`` (same settings; ``epochs`` may grow). Returns a summary:
+    run_dir, best, final metrics, batch sizes, world size."""
+    unknown = sorted(set(settings) - {f.name for f in fields(RunConfig)})
+    if unknown:
+        raise UsageError(f"unknown training setting(s) {unknown}")
+    config = RunConfig(model=str(model), **settings)
+    config.validate()
+    _set_threads()
+    ctx = setup_distributed(device)
+    try:
+        run = _prepare(store_path, out_dir, config=config, ctx=ctx, resume=resume,
+                       model_overrides=model_overrides or {})
+        if run.model.config.kind == "linear":
+            _fit_linear(run)
+        else:
+            _train_epochs(run, progress=progress)
+        return _summary(run)
+    finally:
+        if ctx.initialised_here:
+            dist.destroy_process_group()
+
+
+def _set_threads() -> None:
+    from mvpt.encoders.base import set_torch_threads
+
+    set_torch_threads()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local_world > 1 and not os.environ.get("MVPT_THREADS"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+
+
+def _load_split(store: FeatureStore, split: str) -> Features | None:
+    features = store.load(split=split, arrays=MODALITY_ARRAYS)
+    return features if len(features) else None
+
+
+def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume: bool,
+             model_overrides: dict) -> _Run:
+    store = FeatureStore.open(store_path)
+    dims = store.array_dims
+    missing = [m for m in MODALITY_ARRAYS if m not in dims]
+    if missing:
+        raise ModelError(f"{store_path}: store has no {missing} features (arrays: {sorted(dims)})")
+    model_config = load_config(config.model, **model_overrides)
+    torch.manual_seed(config.seed)
+    model = build_model(model_config, video_dim=dims["video"], audio_dim=dims["audio"])
+    train_features = _load_split(store, "train")
+    if train_features is None:
+        raise ModelError(f"{store_path}: no extracted items in split 'train'")
+    val = _load_split(store, "val")
+    if val is None:
+        log.warning("%s: no 'val' split: no validation; best.pt is the last epoch", store_path)
+    run = _Run(ctx=ctx, config=config, model=model.to(ctx.device),
+               features_info=features_manifest(store.manifest), train=train_features, val=val,
+               out_dir=Path(out_dir))
+    _check_run_dir(run, resume=resume)
+    if model_config.kind != "linear":
+        _setup_optimisation(run)
+    if resume and (run.out_dir / CHECKPOINT_NAMES["last"]).is_file():
+        _restore(run, read_checkpoint(run.out_dir / CHECKPOINT_NAMES["last"]), store_path)
+    elif ctx.world_size > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, 0)
+    _check_same_start(run)
+    if ctx.is_main:
+        _write_run_files(run, store_path)
+    return run
+
+
+def _check_same_start(run: _Run) -> None:
+    """Every process must start from the same epoch (a resume reads last.pt in each process)."""
+    if run.ctx.world_size == 1:
+        return
+    epochs = [None] * run.ctx.world_size
+    dist.all_gather_object(epochs, run.epoch)
+    if len(set(epochs)) > 1:
+        raise ModelError(f"{run.out_dir}: processes would start after different epochs {epochs}; "
+                         "--resume needs the run folder on a filesystem every process sees")
+
+
+def _check_run_dir(run: _Run, *, resume: bool) -> None:
+    last = run.out_dir / CHECKPOINT_NAMES["last"]
+    if last.is_file() and not resume:
+        raise UsageError(f"{run.out_dir}: holds a run already; pass --resume to continue it "
+                         "or choose another --out")
+    if resume and not last.is_file():
+        log.warning("%s: nothing to resume (no last.pt): starting a new run", run.out_dir)
+
+
+def _setup_optimisation(run: _Run) -> None:
+    c, ctx = run.config, run.ctx
+    n = len(run.train)
+    batch = c.batch_size
+    if batch > n:
+        log.warning("batch size %d is larger than the %d training tracks: clamped to %d",
+                    batch, n, n)
+        batch, run.batch_clamped = n, True
+    batch -= batch % ctx.world_size
+    if batch < 2 * ctx.world_size:
+        raise UsageError(f"need at least {2 * ctx.world_size} training tracks for a contrastive "
+                         f"batch over {ctx.world_size} process(es), got {n}")
+    run.global_batch, run.steps_per_epoch = batch, n // batch
+    decay, no_decay = [], []
+    for name, p in run.model.named_parameters():
+        plain = p.ndim < 2 or any(k in name for k in ("pos_embedding", "cls_token", "log_scale"))
+        (no_decay if plain else decay).append(p)
+    run.optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": c.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
+    total = c.epochs * run.steps_per_epoch
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, lambda step: lr_factor(step, warmup_steps=c.warmup_steps, total_steps=total))
+    precision = c.precision
+    if precision == "auto":
+        precision = "bf16" if ctx.device.type == "cuda" else "fp32"
+    if precision != "fp32":
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        run.autocast = lambda: torch.autocast(ctx.device.type, dtype=dtype)
+    run.scaler = torch.amp.GradScaler(ctx.device.type, enabled=precision == "fp16")
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the peak learning rate at ``step``: linear warm-up, then cosine to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _restore(run: _Run, ckpt: dict, store_path) -> None:
+    from mvpt.models.checkpoint import check_compatible
+
+    check_compatible(ckpt, run.features_info, store_path=store_path)
+    if ckpt["model_config"] != run.model.config.to_dict():
+        raise UsageError(f"{run.out_dir}: --resume with another model config than the run's "
+                         f"({ckpt['model_config'].get('name')})")
+    stored = dict(ckpt["run_config"])
+    differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
+    if differ:
+        raise UsageError(f"{run.out_dir}: --resume with other settings than the run: " + ", ".join(
+            f"{k}={getattr(run.config, k)!r} (run: {stored.get(k)!r})" for k in differ))
+    run.model.load_state_dict(ckpt["model_state"])
+    state = ckpt.get("training")
+    if state is not None and run.optimizer is not None:
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+    run.epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
+    run.history, run.best = list(ckpt["history"]), dict(ckpt["best"])
+    run.resumed_from = run.epoch
+    if run.ctx.is_main:
+        log.info("resuming %s after epoch %d (step %d)", run.out_dir, run.epoch, run.step)
+
+
+def _write_run_files(run: _Run, store_path) -> None:
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"model_config": run.model.config.to_dict(), "run_config": asdict(run.config),
+            "features": run.features_info, "store": str(store_path),
+            "input_dims": dict(run.model.input_dims), "world_size": run.ctx.world_size,
+            "global_batch_size": run.global_batch, "batch_size_clamped": run.batch_clamped}
+    (run.out_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+    with open(run.out_dir / "metrics.jsonl", "w") as fh:  # the history as of the checkpoint
+        fh.writelines(json.dumps(h) + "\n" for h in run.history)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def _train_epochs(run: _Run, *, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    c, ctx = run.config, run.ctx
+    bar = tqdm(total=c.epochs * run.steps_per_epoch, initial=run.step, unit="step",
+               desc="train", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    local = run.global_batch // ctx.world_size
+    for epoch in range(run.epoch + 1, c.epochs + 1):
+        started = time.perf_counter()
+        run.model.train()
+        torch.manual_seed(_epoch_seed(c.seed, epoch, ctx.rank))  # dropout, same on resume
+        tracks, starts, lengths = epoch_plan(
+            len(run.train), seed=c.seed, epoch=epoch, batch_size=run.global_batch,
+            min_clips=c.min_clips, max_clips=run.model.config.max_clips, n_clips=run.train.n_clips)
+        losses = []
+        for s in range(run.steps_per_epoch):
+            mine = slice(s * run.global_batch + ctx.rank * local,
+                         s * run.global_batch + (ctx.rank + 1) * local)
+            batch = gather_batch(run.train, tracks[mine], starts[mine], lengths[mine])
+            losses.append(_optimizer_step(run, batch.to(ctx.device)))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R10=_last_score(run))
+        _end_epoch(run, epoch=epoch, loss=float(np.mean(losses)),
+                   seconds=time.perf_counter() - started)
+        bar.set_postfix(loss=f"{run.history[-1]['loss']:.3f}", val_R10=_last_score(run))
+    bar.close()
+
+
+def _last_score(run: _Run) -> str:
+    score = run.history[-1].get("val_score") if run.history else None
+    return "-" if score is None else f"{score:.3f}"
+
+
+def _optimizer_step(run: _Run, batch: Batch) -> float:
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = contrastive_backward(run.model, batch, chunk_size=run.config.chunk_size,
+                                autocast=run.autocast, scale=run.scaler.scale)
+    average_gradients(run.model, run.ctx.world_size)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.step += 1
+    return loss
+
+
+def _end_epoch(run: _Run, *, epoch: int, loss: float | None, seconds: float) -> None:
+    """Validate (rank 0), record the epoch, write best.pt / last.pt / metrics.jsonl."""
+    run.epoch = epoch
+    if not run.ctx.is_main:
+        run.history.append({"epoch": epoch, "step": run.step, "loss": loss})
+        return
+    val = validation_metrics(run.model, run.val, device=run.ctx.device)
+    scale = run.model.logit_scale
+    record = {
+        "epoch": epoch, "step": run.step, "loss": loss,
+        "lr": run.scheduler.get_last_lr()[0] if run.scheduler else None,
+        "temperature": scale.temperature if scale is not None else None,
+        **val,
+        "epoch_time_s": seconds,
+        "tracks_per_s": (run.steps_per_epoch * run.global_batch / seconds
+                         if run.steps_per_epoch else None),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    run.history.append(record)
+    common = {"model": run.model, "features": run.features_info, "run_config": asdict(run.config),
+                  "epoch": epoch, "step": run.step, "history": run.history}
+    if _is_better(val, run.best):
+        run.best = {"epoch": epoch, **{k: val[k] for k in ("val_score", "val_r1") if k in val}}
+        save_checkpoint(run.out_dir / CHECKPOINT_NAMES["best"],
+                        make_checkpoint(**common, best=run.best))
+    training = None
+    if run.optimizer is not None:
+        training = {"optimizer": run.optimizer.state_dict(),
+                    "scheduler": run.scheduler.state_dict(),
+                    "scaler": run.scaler.state_dict(), "rng": rng_state()}
+    save_checkpoint(run.out_dir / CHECKPOINT_NAMES["last"],
+                    make_checkpoint(**common, best=run.best, training=training))
+    with open(run.out_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _fit_linear(run: _Run) -> None:
+    """The closed-form baseline: CCA on the mean features of the train tracks' centred windows."""
+    if run.epoch >= 1:
+        return  # already fitted (resumed)
+    started = time.perf_counter()
+    k = run.model.config.max_clips
+    means = {}
+    for m in MODALITY_ARRAYS:
+        windows = [_centred_mean(run.train.item(i, m), k) for i in range(len(run.train))]
+        means[m] = np.stack(windows)
+    run.model.fit(means["video"], means["audio"])
+    _end_epoch(run, epoch=1, loss=None, seconds=time.perf_counter() - started)
+
+
+def _centred_mean(sequence: np.ndarray, max_clips: int) -> np.ndarray:
+    from mvpt.embed import centred
+
+    return centred(sequence, max_clips).astype(np.float64).mean(0)
+
+
+def _summary(run: _Run) -> dict:
+    return {
+        "run_dir": str(run.out_dir), "model": run.model.config.name,
+        "kind": run.model.config.kind, "epochs": run.epoch, "steps": run.step,
+        "global_batch_size": run.global_batch, "batch_size_clamped": run.batch_clamped,
+        "world_size": run.ctx.world_size, "resumed_from_epoch": run.resumed_from,
+        "n_train": len(run.train), "n_val": len(run.val) if run.val is not None else 0,
+        "best": run.best, "final": run.history[-1] if run.history else {},
+    }
+
+
+# ---------------------------------------------------------------------------- synthetic data
+def make_synthetic_store(path, *, n_train: int = 256, n_val: int = 64, n_test: int = 0,
+                         video_dim: int = 32, audio_dim: int = 24, clips_range=(12, 40),
+                         n_factors: int = 8, noise: float = 0.5, seed: int = 0) -> FeatureStore:
+    """A feature store of random clip features for tests, demos and benchmarks. Per track a
+    hidden AR(1) sequence z_t (smooth in time) gives video_t = z_t V + noise and
+    audio_t = z_t A + (z_t - z_{t-1}) D + noise: music follows the picture clip by clip, and part
+    of it depends on the change between clips, which a mean over clips cannot see."""
+    rng = np.random.default_rng(seed)
+    maps = {name: rng.normal(size=(n_factors, dim)) / math.sqrt(n_factors)
+            for name, dim in (("V", video_dim), ("A", audio_dim), ("D", audio_dim))}
+    manifest = {"clip_s": 1.0, "max_clips": 30, "frames_per_clip": 1, "synthetic": True,
+                "encoders": {m: {"name": f"synthetic-{m}", "version": "1", "dim": d,
+                                 "modality": m, "extras": {}}
+                             for m, d in (("video", video_dim), ("audio", audio_dim))}}
+    store = FeatureStore.create(path, manifest)
+    results = []
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    for i, split in enumerate(splits):
+        n = int(rng.integers(clips_range[0], clips_range[1] + 1))
+        z = np.empty((n, n_factors))
+        z[0] = rng.normal(size=n_factors)
+        for t in range(1, n):
+            z[t] = 0.8 * z[t - 1] + 0.6 * rng.normal(size=n_factors)
+        dz = np.diff(z, axis=0, prepend=z[:1])
+        video = z @ maps["V"] + noise * rng.normal(size=(n, video_dim))
+        audio = z @ maps["A"] + 2.0 * dz @ maps["D"] + noise * rng.normal(size=(n, audio_dim))
+        results.append(ItemResult(id=f"synth-{i:05d}", source_path=f"synthetic://{i}",
+                                  split=split, status="done", duration_s=float(n), end_s=float(n),
+                                  arrays={"video": video, "audio": audio}))
+    store.write_shard(results)
+    return store

@@ -1,0 +1,229 @@
+"""The model library: factory and configs, masking, baselines, loss, checkpoints, embed API."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mvpt.embed import check_store, embed_sequences, load_model
+from mvpt.errors import ModelError
+from mvpt.models import (
+    build_model,
+    describe_models,
+    info_nce,
+    list_models,
+    load_config,
+)
+from mvpt.models.checkpoint import (
+    check_compatible,
+    features_manifest,
+    load_run,
+    make_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from mvpt.models.loss import LogitScale
+from mvpt.store import FeatureStore
+
+VIDEO_DIM, AUDIO_DIM = 12, 10
+TINY = {
+    "mvpt": {"d_hidden": 16, "d_feedforward": 32, "d_joint": 8},
+    "mlp": {"d_hidden": 16, "d_joint": 8},
+    "linear": {"d_joint": 8},
+}
+
+
+def tiny_model(name, **overrides):
+    torch.manual_seed(0)
+    config = load_config(name, **{**TINY[name], **overrides})
+    return build_model(config, video_dim=VIDEO_DIM, audio_dim=AUDIO_DIM)
+
+
+def fitted_linear(rng, n=64):
+    model = tiny_model("linear")
+    video = rng.normal(size=(n, VIDEO_DIM))
+    return model.fit(video, video[:, :AUDIO_DIM] + 0.1 * rng.normal(size=(n, AUDIO_DIM)))
+
+
+def models_of_every_kind(rng):
+    return {"mvpt": tiny_model("mvpt").eval(), "mvpt-cls": tiny_model("mvpt", pooling="cls").eval(),
+            "mlp": tiny_model("mlp").eval(), "linear": fitted_linear(rng)}
+
+
+def store_manifest(video_name="v", clip_s=1.0):
+    return {"clip_s": clip_s, "max_clips": 30, "frames_per_clip": 1, "encoders": {
+        "video": {"name": video_name, "version": "1", "dim": VIDEO_DIM},
+        "audio": {"name": "a", "version": "1", "dim": AUDIO_DIM}}}
+
+
+# ---------------------------------------------------------------------------- factory
+def test_factory_builds_every_shipped_config():
+    assert list_models() == ["linear", "mlp", "mvpt"]
+    described = {d["name"]: d for d in describe_models()}
+    assert described["mvpt"]["config"]["n_layers"] == 2
+    assert described["mvpt"]["config"]["n_heads"] == 2
+    assert described["mvpt"]["config"]["d_hidden"] == 256
+    # MVPt with 1280/1024-d inputs: two branches of a few M parameters; more than the MLP.
+    assert 1e6 < described["mlp"]["parameters"] < described["mvpt"]["parameters"] < 1e7
+    for name in list_models():
+        model = build_model(name, video_dim=VIDEO_DIM, audio_dim=AUDIO_DIM)
+        assert model.config.kind == name and model.config.d_joint == 256
+
+
+def test_load_config_from_file_and_errors(tmp_path):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps({"kind": "mvpt", "d_hidden": 32, "n_heads": 4}))
+    config = load_config(path)
+    assert (config.name, config.d_hidden, config.n_heads, config.n_layers) == ("small", 32, 4, 2)
+    with pytest.raises(ModelError, match=r"unknown field\(s\) \['depth'\]"):
+        load_config("mvpt", depth=3)
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        load_config("nope")
+    with pytest.raises(ModelError, match="kind must be one of"):
+        load_config({"kind": "rnn"})
+    with pytest.raises(ModelError, match="not divisible by n_heads"):
+        load_config("mvpt", d_hidden=30, n_heads=4)
+
+
+# ---------------------------------------------------------------------------- masking
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mlp", "linear"])
+def test_embedding_ignores_padding_and_batch_composition(kind, rng):
+    model = models_of_every_kind(rng)[kind]
+    lengths = [3, 30, 7, 1]
+    seqs = [torch.from_numpy(rng.normal(size=(n, VIDEO_DIM)).astype(np.float32)) for n in lengths]
+    alone = torch.cat([model.encode("video", s[None], torch.ones(1, len(s), dtype=torch.bool))
+                       for s in seqs])
+    batch = torch.from_numpy(rng.normal(size=(4, 30, VIDEO_DIM)).astype(np.float32)) * 100
+    mask = torch.zeros(4, 30, dtype=torch.bool)
+    for i, s in enumerate(seqs):  # garbage (x100) in the padding must not matter
+        batch[i, :len(s)] = s
+        mask[i, :len(s)] = True
+    together = model.encode("video", batch, mask)
+    torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(together.norm(dim=-1), torch.ones(4))
+
+
+def test_mvpt_sees_clip_order_and_mlp_does_not(rng):
+    x = torch.from_numpy(rng.normal(size=(1, 20, AUDIO_DIM)).astype(np.float32))
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    for name, order_matters in (("mvpt", True), ("mlp", False)):
+        model = tiny_model(name).eval()
+        forward, backward = model.encode("audio", x, mask), model.encode("music", x.flip(1), mask)
+        assert (not torch.allclose(forward, backward, atol=1e-4)) == order_matters, name
+
+
+def test_encode_rejects_bad_inputs():
+    model = tiny_model("mvpt")
+    ones = torch.ones(2, 5, dtype=torch.bool)
+    with pytest.raises(ModelError, match=r"video input must be \[batch, clips, 12\]"):
+        model.encode("video", torch.zeros(2, 5, 11), ones)
+    with pytest.raises(ModelError, match="longer than the model's max_clips=30"):
+        model.encode("audio", torch.zeros(1, 31, AUDIO_DIM), torch.ones(1, 31, dtype=torch.bool))
+    with pytest.raises(ModelError, match="modality must be 'video' or 'audio'"):
+        model.encode("text", torch.zeros(2, 5, 12), ones)
+    with pytest.raises(ModelError, match="not fitted"):
+        tiny_model("linear").encode("video", torch.zeros(2, 5, 12), ones)
+
+
+# ---------------------------------------------------------------------------- baselines, loss
+def test_linear_baseline_is_cca(rng):
+    n, k = 400, 3
+    z = rng.normal(size=(n, k))
+    video = z @ rng.normal(size=(k, VIDEO_DIM)) + 0.5 * rng.normal(size=(n, VIDEO_DIM))
+    audio = z @ rng.normal(size=(k, AUDIO_DIM)) + 0.5 * rng.normal(size=(n, AUDIO_DIM))
+    model = tiny_model("linear", regularization=1e-9).fit(video + 3.0, audio - 2.0)
+    xv = (video - video.mean(0)) @ model.proj_video.double().numpy()
+    xa = (audio - audio.mean(0)) @ model.proj_audio.double().numpy()
+    # canonical variates: unit variance, uncorrelated, paired correlations = canonical correlations
+    np.testing.assert_allclose(np.cov(xv.T), np.eye(8), atol=1e-4)
+    cross = (xv.T @ xa) / (n - 1)
+    np.testing.assert_allclose(cross, np.diag(model.correlations.numpy()), atol=1e-4)
+    corr = model.correlations.numpy()
+    assert np.all(np.diff(corr) <= 1e-7) and corr[k - 1] > 0.8 and corr[k] < 0.3
+    np.testing.assert_allclose(model.mean_video.numpy(), video.mean(0) + 3.0, atol=1e-5)
+
+
+def test_info_nce_matches_a_direct_computation(rng):
+    v = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(6, 4))), dim=1)
+    a = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(6, 4))), dim=1)
+    scale = torch.tensor(10.0, dtype=torch.float64)
+    logits = 10.0 * (v @ a.T).numpy()
+
+    def xent(lg):
+        lse = np.log(np.exp(lg).sum(1))
+        return np.mean(lse - np.diag(lg))
+
+    expected = 0.5 * (xent(logits) + xent(logits.T))
+    assert float(info_nce(v, a, scale)) == pytest.approx(expected, rel=1e-6)
+    assert float(info_nce(v, v, torch.tensor(100.0))) < float(info_nce(v, a, torch.tensor(100.0)))
+
+
+def test_temperature_is_clamped():
+    scale = LogitScale(temperature_init=0.07, temperature_min=0.01)
+    assert scale.temperature == pytest.approx(0.07)
+    with torch.no_grad():
+        scale.log_scale.fill_(10.0)
+    assert float(scale().detach()) == pytest.approx(100.0) and scale.temperature == pytest.approx(0.01)
+
+
+# ---------------------------------------------------------------------------- checkpoints, embed
+def save_run(tmp_path, model, manifest):
+    run = tmp_path / "run"
+    ckpt = make_checkpoint(model=model, features=features_manifest(manifest),
+                           run_config={"model": model.config.name}, epoch=3, step=30,
+                           history=[{"epoch": 3, "val_score": 0.5}], best={"epoch": 3})
+    save_checkpoint(run / "best.pt", ckpt)
+    return run
+
+
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mlp", "linear"])
+def test_checkpoint_round_trip_and_embed_sequences(kind, tmp_path, rng):
+    model = models_of_every_kind(rng)[kind]
+    run = save_run(tmp_path, model, store_manifest())
+    loaded = load_model(run)
+    assert loaded.config == model.config and loaded.epoch == 3
+    assert loaded.metrics["val_score"] == 0.5 and not loaded.model.training
+    lengths = [40, 5, 30, 1, 12]  # 40 > K: read through its centred 30 clips
+    seqs = [rng.normal(size=(n, AUDIO_DIM)).astype(np.float16) for n in lengths]
+    emb = embed_sequences(loaded, "audio", seqs, batch_size=2)
+    assert emb.dtype == np.float32 and emb.shape == (5, 8)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            window = torch.from_numpy(s[5:35] if len(s) == 40 else s).float()[None]
+            direct = model.encode("audio", window, torch.ones(window.shape[:2], dtype=torch.bool))
+            np.testing.assert_allclose(emb[i], direct[0].numpy(), atol=2e-5)
+
+
+def test_embed_rejects_empty_and_wrong_dim_sequences(tmp_path, rng):
+    loaded = load_model(save_run(tmp_path, tiny_model("mlp"), store_manifest()))
+    with pytest.raises(ModelError, match=r"video sequence 1: expected \[n_clips >= 1, 12\]"):
+        embed_sequences(loaded, "video", [np.zeros((3, 12)), np.zeros((0, 12))])
+    with pytest.raises(ModelError, match=r"expected \[n_clips >= 1, 10\], got \[3, 12\]"):
+        embed_sequences(loaded, "audio", [np.zeros((3, 12))])
+    assert embed_sequences(loaded, "video", []).shape == (0, 8)
+
+
+def test_checkpoint_refuses_features_of_other_encoders(tmp_path):
+    run = save_run(tmp_path, tiny_model("mlp"), store_manifest())
+    loaded = load_run(run)
+    check_compatible(loaded, store_manifest())  # same encoders: fine
+    other = FeatureStore.create(tmp_path / "clip-store", store_manifest(video_name="clip"))
+    with pytest.raises(ModelError, match=r"clip-store: features do not fit the model of run "
+                       r".*run: it was made with video encoder \('clip', '1', 12\) "
+                       r"\(name, version, dim\), not \('v', '1', 12\)"):
+        check_store(loaded, other)
+    with pytest.raises(ModelError, match="made with clip_s=0.5, not clip_s=1.0"):
+        check_compatible(read_checkpoint(run / "best.pt"), store_manifest(clip_s=0.5))
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(ModelError, match="no such run folder"):
+        load_run(tmp_path / "missing")
+    run = save_run(tmp_path, tiny_model("mlp"), store_manifest())
+    with pytest.raises(ModelError, match=r"no last.pt \(found: \['best.pt'\]\)"):
+        load_run(run, which="last")
+    (run / "best.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="unreadable checkpoint"):
+        load_run(run)

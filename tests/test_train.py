@@ -1,0 +1,302 @@
+"""Training: windows, cached-embedding gradients, learning on synthetic features, checkpoints,
+resume after a real kill, and torchrun data parallelism."""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mvpt.cli import main as cli_main
+from mvpt.embed import check_store, embed_sequences, load_model
+from mvpt.errors import ModelError, UsageError
+from mvpt.models import build_model, info_nce, load_config
+from mvpt.models.checkpoint import read_checkpoint
+from mvpt.store import FeatureStore
+from mvpt.train import (
+    Batch,
+    contrastive_backward,
+    epoch_plan,
+    gather_batch,
+    lr_factor,
+    make_synthetic_store,
+    sample_windows,
+    train,
+)
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+TINY_MVPT = {"d_hidden": 32, "d_feedforward": 64, "d_joint": 16, "dropout": 0.0}
+# Exactly reproducible on CPU: one thread, seeded windows and dropout per epoch.
+ENV = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+       "MVPT_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tiny models run fastest, and exactly reproducibly, on one thread."""
+    monkeypatch.setenv("MVPT_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic") / "store"
+    make_synthetic_store(path, n_train=192, n_val=64, video_dim=12, audio_dim=10, seed=1)
+    return path
+
+
+def tiny_config_file(tmp_path, **overrides) -> Path:
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({"name": "tiny", "kind": "mvpt", **TINY_MVPT, **overrides}))
+    return path
+
+
+def metric_lines(run_dir) -> list[dict]:
+    return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------- windows, batches
+def test_sample_windows_lengths_and_positions(rng):
+    n_clips = rng.integers(1, 60, size=2000)
+    starts, lengths = sample_windows(n_clips, rng=rng, min_clips=10, max_clips=30)
+    assert np.all(lengths == np.minimum(lengths, n_clips)) and lengths.max() == 30
+    long = n_clips >= 30
+    assert lengths[long].min() == 10 and set(np.unique(lengths[long])) == set(range(10, 31))
+    assert np.all(lengths[n_clips < 10] == n_clips[n_clips < 10])  # short tracks: used whole
+    assert np.all(starts >= 0) and np.all(starts + lengths <= n_clips)
+    assert starts[n_clips > 45].max() > 20  # windows move inside long tracks
+
+
+def test_epoch_plan_is_seeded_and_drops_the_partial_batch():
+    n_clips = np.arange(10, 110)
+    plan = lambda seed, epoch: epoch_plan(100, seed=seed, epoch=epoch, batch_size=32,
+                                          min_clips=10, max_clips=30, n_clips=n_clips)
+    a, b, c = plan(0, 1), plan(0, 1), plan(0, 2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    assert len(a[0]) == 96 and len(set(a[0])) == 96
+
+
+def test_gather_batch_reads_aligned_windows(store_path):
+    features = FeatureStore.open(store_path).load(split="train", arrays=("video", "audio"))
+    tracks, starts, lengths = np.array([3, 0]), np.array([2, 0]), np.array([5, 12])
+    batch = gather_batch(features, tracks, starts, lengths)
+    assert batch.video.shape == (2, 12, 12) and batch.audio.shape == (2, 12, 10)
+    assert batch.mask.sum(1).tolist() == [5, 12]
+    np.testing.assert_array_equal(batch.audio[0, :5].numpy(), features.item(3, "audio")[2:7])
+    np.testing.assert_array_equal(batch.video[1].numpy(), features.item(0, "video")[:12])
+    assert float(batch.video[0, 5:].abs().sum()) == 0.0
+
+
+def test_lr_schedule_warms_up_then_anneals():
+    f = lambda step: lr_factor(step, warmup_steps=4, total_steps=104)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0 and f(54) == pytest.approx(0.5) and f(104) == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------------------- cached embeddings
+def gradients(model, batch, *, chunk_size):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    loss = contrastive_backward(model, batch, chunk_size=chunk_size)
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def random_batch(rng, n=16, length=20) -> Batch:
+    mask = torch.from_numpy(rng.random((n, length)) < 0.7)
+    mask[:, 0] = True
+    return Batch(torch.from_numpy(rng.normal(size=(n, length, 12)).astype(np.float32)),
+                 torch.from_numpy(rng.normal(size=(n, length, 10)).astype(np.float32)), mask)
+
+
+@pytest.mark.parametrize("chunk_size", [5, 8])
+def test_cached_embedding_gradient_equals_full_batch_gradient(chunk_size, rng):
+    torch.manual_seed(0)
+    model = build_model(load_config("mvpt", **{**TINY_MVPT, "d_hidden": 16}),
+                        video_dim=12, audio_dim=10)
+    batch = random_batch(rng)
+    full_loss, full = gradients(model, batch, chunk_size=None)
+    cached_loss, cached = gradients(model, batch, chunk_size=chunk_size)
+    assert cached_loss == pytest.approx(full_loss, rel=1e-6)
+    assert float(full["logit_scale.log_scale"].abs()) > 0
+    for name in full:
+        torch.testing.assert_close(cached[name], full[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_cached_embeddings_replay_the_same_dropout(rng):
+    """With dropout, the re-run of each chunk must see the RNG state of its cached forward pass:
+    the gradient equals that of chunk-by-chunk forward passes with gradients."""
+    torch.manual_seed(0)
+    model = build_model(load_config("mvpt", **{**TINY_MVPT, "dropout": 0.3}),
+                        video_dim=12, audio_dim=10)
+    batch = random_batch(rng)
+    _, cached = gradients(model, batch, chunk_size=6)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    parts = [model(p.video, p.mask, p.audio, p.mask)
+             for p in (batch.slice(0, 6), batch.slice(6, 12), batch.slice(12, 16))]
+    info_nce(torch.cat([v for v, _ in parts]), torch.cat([a for _, a in parts]),
+             model.logit_scale()).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(cached[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------------------- training
+def test_mvpt_learns_synthetic_correspondence(store_path, tmp_path):
+    result = train(store_path, tmp_path / "run", model="mvpt", model_overrides=TINY_MVPT,
+                   epochs=5, batch_size=32, lr=3e-3, progress=False)
+    lines = metric_lines(tmp_path / "run")
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5]
+    assert {"loss", "lr", "temperature", "val_score", "val_video_to_music_R@10",
+            "val_music_to_video_median_rank", "epoch_time_s", "time"} <= set(lines[0])
+    chance = 10 / 64
+    final = result["final"]
+    assert final["val_score"] > 4 * chance and final["val_r1"] > 15 / 64
+    assert lines[-1]["loss"] < 0.6 * lines[0]["loss"]
+    assert lines[-1]["lr"] == pytest.approx(0.0) and lines[1]["lr"] < 3e-3
+    best = read_checkpoint(tmp_path / "run" / "best.pt")
+    best_epoch = max(lines, key=lambda m: (m["val_score"], m["val_r1"]))["epoch"]
+    assert best["epoch"] == best_epoch == result["best"]["epoch"]
+    assert "training" not in best and "optimizer" in read_checkpoint(
+        tmp_path / "run" / "last.pt")["training"]
+    # the eval contract: the trained model embeds the val split as it scored it
+    loaded = load_model(tmp_path / "run", which="last")
+    val = FeatureStore.open(store_path).load(split="val", arrays=("video", "audio"))
+    music = embed_sequences(loaded, "audio", [val.item(i, "audio") for i in range(len(val))])
+    video = embed_sequences(loaded, "video", [val.item(i, "video") for i in range(len(val))])
+    top1 = (video @ music.T).argmax(1) == np.arange(len(val))
+    assert top1.mean() == pytest.approx(final["val_video_to_music_R@1"])
+
+
+@pytest.mark.parametrize("model", ["mlp", "linear"])
+def test_baselines_train_through_the_same_entry_point(model, store_path, tmp_path):
+    overrides = {"mlp": {"d_hidden": 32, "d_joint": 16}, "linear": {"d_joint": 8}}[model]
+    result = train(store_path, tmp_path / "run", model=model, model_overrides=overrides,
+                   epochs=4, batch_size=32, lr=3e-3, progress=False)
+    assert result["final"]["val_score"] > 3 * 10 / 64
+    assert len(metric_lines(tmp_path / "run")) == (1 if model == "linear" else 4)
+    loaded = load_model(tmp_path / "run")
+    assert loaded.config.kind == model
+    emb = embed_sequences(loaded, "video", [np.ones((40, 12), np.float16)])
+    assert emb.shape == (1, overrides["d_joint"])
+
+
+def test_batch_larger_than_training_set_is_clamped(tmp_path, caplog):
+    store = tmp_path / "small"
+    make_synthetic_store(store, n_train=20, n_val=8, video_dim=12, audio_dim=10)
+    with caplog.at_level(logging.WARNING, logger="mvpt.train"):
+        result = train(store, tmp_path / "run", model="mlp", model_overrides={"d_hidden": 8},
+                       epochs=1, progress=False)
+    assert "batch size 2048 is larger than the 20 training tracks: clamped to 20" in caplog.text
+    assert result["global_batch_size"] == 20 and result["batch_size_clamped"]
+
+
+def test_run_folder_is_never_overwritten_and_resume_keeps_settings(store_path, tmp_path):
+    run = tmp_path / "run"
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 64, "progress": False}
+    train(store_path, run, epochs=1, **kwargs)
+    with pytest.raises(UsageError, match="holds a run already; pass --resume"):
+        train(store_path, run, epochs=1, **kwargs)
+    with pytest.raises(UsageError, match=r"other settings than the run: lr=0.01 \(run: 0.001\)"):
+        train(store_path, run, epochs=2, resume=True, lr=0.01, **kwargs)
+    result = train(store_path, run, epochs=2, resume=True, **kwargs)
+    assert result["resumed_from_epoch"] == 1 and [m["epoch"] for m in metric_lines(run)] == [1, 2]
+
+
+def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):
+    run = tmp_path / "run"
+    train(store_path, run, model="linear", progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(store_path, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["encoders"]["audio"]["version"] = "2"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"audio encoder \('synthetic-audio', '2', 10\)"):
+        check_store(load_model(run), FeatureStore.open(other))
+    with pytest.raises(ModelError, match="features do not fit the model"):
+        train(other, run, model="linear", resume=True, progress=False)
+
+
+def test_cli_train_and_models(store_path, tmp_path, capsys):
+    assert cli_main(["models", "--json"]) == 0
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["linear", "mlp", "mvpt"]
+    run = str(tmp_path / "run")
+    assert cli_main(["train", str(store_path), "--out", run, "--model", "linear",
+                     "--no-progress", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["kind"] == "linear" and summary["best"]["epoch"] == 1
+    assert cli_main(["train", str(store_path), "--out", run, "--model", "linear"]) == 2
+    assert "holds a run already" in capsys.readouterr().err
+    assert cli_main(["train", str(tmp_path / "nowhere"), "--out", run + "2"]) == 1
+
+
+# ---------------------------------------------------------------------------- processes
+def cli_command(store, run, config, *extra):
+    return [sys.executable, "-m", "mvpt.cli", "train", str(store), "--out", str(run),
+            "--model", str(config), "--batch-size", "32", "--no-progress", *extra]
+
+
+def comparable(lines: list[dict]) -> list[dict]:
+    """Metrics without the wall-clock fields."""
+    return [{k: v for k, v in m.items() if k not in ("epoch_time_s", "tracks_per_s", "time")}
+            for m in lines]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(store_path, tmp_path):
+    """SIGKILL after the first epoch's checkpoint, then --resume: every epoch's loss and
+    validation metrics, and the final weights, equal those of an uninterrupted run exactly
+    (tolerance 0: CPU, one thread, windows and dropout seeded per epoch; dropout is on)."""
+    config = tiny_config_file(tmp_path, dropout=0.1)
+    epochs = ["--epochs", "4"]
+    whole = subprocess.Popen(cli_command(store_path, tmp_path / "whole", config, *epochs),
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = subprocess.Popen(cli_command(store_path, tmp_path / "killed", config, *epochs),
+                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    while not last.exists() and killed.poll() is None:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    epoch_at_kill = read_checkpoint(last)["epoch"]
+    assert 1 <= epoch_at_kill < 4
+    resumed = subprocess.run(cli_command(store_path, tmp_path / "killed", config, *epochs,
+                                         "--resume", "--json"),
+                             env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["resumed_from_epoch"] == epoch_at_kill
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+    assert comparable(metric_lines(tmp_path / "killed")) == comparable(
+        metric_lines(tmp_path / "whole"))
+    a, b = (read_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in ("killed", "whole"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(store_path, tmp_path):
+    """Two gloo processes with the same global batch (16 tracks each, embeddings all-gathered
+    with gradients) follow the one-process run: per-epoch loss within 1e-4 relative and
+    validation metrics within 0.02 (observed: identical metrics, loss equal to ~1e-7)."""
+    torchrun = shutil.which("torchrun")
+    assert torchrun, "torchrun (shipped with torch) is not on PATH"
+    config = tiny_config_file(tmp_path)
+    args = ["--epochs", "3"]
+    one = subprocess.Popen(cli_command(store_path, tmp_path / "one", config, *args),
+                           env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2",
+                          *cli_command(store_path, tmp_path / "two", config, *args)[1:]],
+                         env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+    for a, b in zip(metric_lines(tmp_path / "one"), metric_lines(tmp_path / "two"), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        for key in ("val_score", "val_r1"):
+            assert b[key] == pytest.approx(a[key], abs=0.02), key
