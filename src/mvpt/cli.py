@@ -16,7 +16,7 @@ from mvpt.errors import MvptError, UsageError
 
 # Order shown in --help.
 COMMAND_MODULES = [
-    "demo", "synth", "extract", "encoders", "models", "train", "eval",
+    "demo", "synth", "extract", "encoders", "models", "train", "eval", "index", "recommend", "serve",
 ]
 
 

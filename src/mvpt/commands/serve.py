@@ -1,0 +1,61 @@
+"""`mvpt serve INDEX [--host 127.0.0.1] [--port 8000]`: the web page and HTTP API over an index."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from mvpt.commands.common import positive_float, positive_int
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="serve the web page and HTTP API for an index",
+        description="Serve a web page where a creator uploads a video, sees the ranked tracks of "
+        "INDEX with the offset of each one's best-fitting part, plays them, and watches previews "
+        "with the music under the video. The API is at /api (docs at /api/docs).")
+    p.add_argument("index", metavar="INDEX", help="index folder (from `mvpt index`)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--max-upload-mb", type=positive_float, default=200.0,
+                   help="largest upload accepted, in MB (default 200)")
+    p.add_argument("--max-queries", type=positive_int, default=8,
+                   help="queries whose uploads and previews are kept (default 8; older ones "
+                   "are deleted)")
+    p.add_argument("--work-dir", metavar="DIR", default=None,
+                   help="where temporary files go (default: the system's temp folder); "
+                   "removed at exit")
+    p.add_argument("--workers", type=positive_int, default=2,
+                   help="recommend calls (and, separately, previews) run at once (default 2)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from mvpt.errors import UsageError
+    from mvpt.serve import create_app
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be 1..65535, got {args.port}")
+    app = create_app(args.index, max_upload_mb=args.max_upload_mb, work_dir=args.work_dir,
+                     max_queries=args.max_queries, workers=args.workers)
+    if not _is_loopback(args.host):
+        print(f"serve: warning: listening on {args.host}: other machines can reach this server")
+    print(f"serve: {len(app.state.server.tracks)} tracks from {args.index} at "
+          f"http://{_url_host(args.host)}:{args.port}/ (Ctrl+C to stop)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in LOOPBACK_NAMES
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

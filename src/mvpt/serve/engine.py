@@ -1,0 +1,135 @@
+"""What the server calls to do the work: recommend, make a preview, read an index's tracks.
+
+:func:`default_engine` is the real pipeline (:func:`mvpt.recommend.recommend`,
+:func:`mvpt.preview.make_preview`, the index's items table); tests and the load benchmark pass a
+stand-in (:mod:`mvpt.serve.standin`) through ``create_app(..., engine=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mvpt.errors import StoreError
+
+ITEMS_FILE = "items.parquet"
+
+
+@dataclass(frozen=True)
+class Track:
+    """A track of the index, as the server serves it."""
+
+    item_id: str
+    path: Path
+    title: str
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class Engine:
+    """``recommend(index_dir, query_path, *, top, condition_images, strength)`` returns an object
+    with ``to_dict()`` (read by :func:`response_payload`); ``make_preview(video_path, music_path, offset_s, out_path, *, fade_s,
+    container)`` writes ``out_path``; ``load_items(index_dir)`` returns the items table (a
+    DataFrame with ``item_id``, ``path``, optional ``title`` and ``duration_s``)."""
+
+    recommend: Callable[..., Any]
+    make_preview: Callable[..., Path]
+    load_items: Callable[[Path], pd.DataFrame]
+
+
+def default_engine() -> Engine:
+    return Engine(recommend=_recommend, make_preview=_make_preview, load_items=load_index_items)
+
+
+def _recommend(index_dir, query_path, **options):
+    from mvpt.recommend import recommend
+
+    return recommend(index_dir, query_path, **options)
+
+
+def _make_preview(video_path, music_path, offset_s, out_path, **options):
+    from mvpt.preview import make_preview
+
+    return make_preview(video_path, music_path, offset_s, out_path, **options)
+
+
+def load_index_items(index_dir: Path) -> pd.DataFrame:
+    """The index's items table (item_id, path, title, duration_s), one row per item, taken from
+    the window table of :func:`mvpt.index.open_index`. The server plays music under videos, so
+    it refuses an index of videos."""
+    from mvpt.index import open_index
+
+    index = open_index(index_dir)
+    if index.modality != "music":
+        raise StoreError(f"{index_dir}: an index of {index.modality}; `mvpt serve` needs a music "
+                         "index (`mvpt index RUN MUSIC... --out INDEX --modality music`)")
+    return items_from_windows(index.table)
+
+
+def items_from_windows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per item of an index's window table (its first window's columns)."""
+    first = table.drop_duplicates("item_id", keep="first")
+    return pd.DataFrame({"item_id": first["item_id"].astype(str), "path": first["source_path"],
+                         "title": first["title"], "duration_s": first["item_duration_s"]})
+
+
+def read_items_parquet(index_dir: Path) -> pd.DataFrame:
+    path = Path(index_dir) / ITEMS_FILE
+    if not path.is_file():
+        raise StoreError(f"{index_dir}: not an index (no {ITEMS_FILE}); build one with `mvpt index`")
+    return pd.read_parquet(path)
+
+
+def tracks_by_id(items: pd.DataFrame, *, index_dir: Path) -> dict[str, Track]:
+    """Tracks keyed by ``item_id``; relative paths are taken from ``index_dir``."""
+    missing = {"item_id", "path"} - set(items.columns)
+    if missing:
+        raise StoreError(f"{index_dir}: items table lacks column(s) {sorted(missing)}")
+    tracks = {}
+    for row in items.to_dict("records"):
+        item_id = str(row["item_id"])
+        path = Path(row["path"])
+        title = row.get("title")
+        duration = row.get("duration_s")
+        tracks[item_id] = Track(
+            item_id=item_id,
+            path=path if path.is_absolute() else Path(index_dir) / path,
+            title=str(title) if isinstance(title, str) and title else Path(item_id).name,
+            duration_s=float(duration) if duration is not None and pd.notna(duration) else None,
+        )
+    return tracks
+
+
+def response_payload(result: dict, *, query_name: str) -> dict:
+    """What ``POST /api/recommend`` returns from a recommendation's ``to_dict()``:
+    ``{"query", "direction", "results": [{"rank", "item_id", "title", "path", "offset_s", "end_s",
+    "score", ...}], ...}``. Reads both that shape and :class:`mvpt.recommend.Recommendation`'s
+    (``hits`` of :class:`mvpt.index.WindowHit`); never returns the server's temporary paths."""
+    if "hits" not in result:
+        rows = [dict(row) for row in result.get("results", [])]
+        direction = result.get("direction", "video_to_music")
+    else:
+        rows = [_hit_row(hit, query_s=result.get("query_duration_s")) for hit in result["hits"]]
+        direction = f"{result.get('query_modality', 'video')}_to_{result.get('index_modality', 'music')}"
+    payload = {"query": query_name, "direction": direction, "results": rows}
+    for key in ("query_duration_s", "timings_s"):
+        if key in result:
+            payload[key] = result[key]
+    if result.get("condition"):
+        condition = result["condition"]
+        payload["condition"] = {"images": len(condition.get("images", [])),
+                                "strength": condition.get("strength")}
+    return payload
+
+
+def _hit_row(hit: dict, *, query_s: float | None) -> dict:
+    """A contract row from a WindowHit: the track plays from ``offset_s`` for the query's length."""
+    end_s = hit["offset_s"] + query_s if query_s else hit["window_end_s"]
+    if hit.get("item_duration_s"):
+        end_s = min(end_s, hit["item_duration_s"])
+    extra = {k: v for k, v in hit.items() if k not in ("source_path",)}
+    return {**extra, "path": hit["source_path"], "end_s": round(float(end_s), 3)}
