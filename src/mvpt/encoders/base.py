@@ -149,9 +149,27 @@ def default_encoder_name(modality: str) -> str:
     raise EncoderError(f"no default encoder registered for modality {modality!r}")
 
 
+def check_mono_wave(wave: np.ndarray, *, encoder: str) -> np.ndarray:
+    """The wave as float32 [n_samples], or EncoderError naming the encoder and the shape."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise EncoderError(f"{encoder} needs a mono wave [n_samples], got shape {wave.shape}")
+    return wave
+
+
+def check_clip_bounds(clip_bounds_s: np.ndarray) -> np.ndarray:
+    """Clip bounds as float64 [n_clips, 2], finite with end >= start, or EncoderError."""
+    bounds = np.asarray(clip_bounds_s, dtype=np.float64)
+    if bounds.ndim != 2 or bounds.shape[1] != 2:
+        raise EncoderError(f"clip_bounds_s must have shape [n_clips, 2], got {bounds.shape}")
+    if not np.isfinite(bounds).all() or (bounds[:, 1] < bounds[:, 0]).any():
+        raise EncoderError("clip_bounds_s must be finite with end >= start for every clip")
+    return bounds
+
+
 def cpu_thread_count() -> int:
     """Threads for intra-op work: ``MVPT_THREADS`` if set, else every CPU core."""
-    return int(os.environ.get("MVPT_THREADS", 0)) or (os.cpu_count() or 1)
+    return int(os.environ.get("MVPT_THREADS") or 0) or (os.cpu_count() or 1)
 
 
 def set_torch_threads() -> int:
@@ -176,7 +194,8 @@ def package_version(dist_name: str) -> str | None:
 
 
 def package_licence(dist_name: str) -> str:
-    """The licence a distribution's metadata states (expression, field or classifier), as is."""
+    """The licence a distribution states, as is: metadata expression, field or classifier, else the
+    first line of its LICENSE file."""
     from importlib import metadata
 
     try:
