@@ -7,3 +7,14 @@ import pytest
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A reduced demo run (generated videos, store, trained runs, index, preview), made once per
+    test session for the tests that need a trained model."""
+    from mvpt.demo import DemoSettings, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    summary = run_demo(out, DemoSettings.tiny(), progress=False, quiet=True)
+    return summary

@@ -17,15 +17,14 @@ with everything needed to resume), ``config.json`` (the same configs, readable) 
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from mvpt.errors import ModelError
+from mvpt.fileio import atomic_path
 from mvpt.models.factory import build_model, config_from_dict
 from mvpt.models.mvpt import JointEmbedder, ModelConfig
 from mvpt.store import compat_problem
@@ -78,15 +77,8 @@ def make_checkpoint(*, model: JointEmbedder, features: dict, run_config: dict, e
 def save_checkpoint(path, checkpoint: dict) -> Path:
     """Write atomically (temporary file + rename): a kill leaves the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
