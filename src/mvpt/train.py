@@ -78,7 +78,9 @@ class RunConfig:
 
     model: str = "mvpt"
     epochs: int = 30
-    batch_size: int = 2048  # global: all processes together
+    # Global batch, all processes together. None: the paper's 2048, or an eighth of the training
+    # set (at least 16) when that is smaller, so a small store still gets ~8 steps an epoch.
+    batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 0
@@ -89,7 +91,7 @@ class RunConfig:
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "min_clips"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
@@ -417,10 +419,23 @@ def _check_run_dir(run: _Run, *, resume: bool) -> None:
         log.warning("%s: nothing to resume (no last.pt): starting a new run", run.out_dir)
 
 
+PAPER_BATCH_SIZE = 2048
+AUTO_STEPS_PER_EPOCH = 8
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The paper's batch of 2048 tracks, or an eighth of a smaller training set (at least 16):
+    with a batch as large as the whole set, an epoch is one optimiser step and small stores
+    barely train."""
+    return min(PAPER_BATCH_SIZE, max(16, n_train // AUTO_STEPS_PER_EPOCH))
+
+
 def _setup_optimisation(run: _Run) -> None:
     c, ctx = run.config, run.ctx
     n = len(run.train)
-    batch = c.batch_size
+    batch = c.batch_size if c.batch_size is not None else auto_batch_size(n)
+    if c.batch_size is None:
+        log.info("batch size %d (automatic for %d training tracks)", batch, n)
     if batch > n:
         log.warning("batch size %d is larger than the %d training tracks: clamped to %d",
                     batch, n, n)

@@ -27,9 +27,10 @@ def add_parser(sub) -> None:
                    help="architecture: mvpt, mlp, linear (see `mvpt models`) or a JSON config "
                    "path (default mvpt)")
     p.add_argument("--epochs", type=positive_int, default=30, help="epochs (default 30)")
-    p.add_argument("--batch-size", type=positive_int, default=2048,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="global batch in tracks, all processes together; each track is a "
-                   "negative for every other (default 2048; clamped to the training set)")
+                   "negative for every other (default: the paper's 2048, or an eighth of a "
+                   "smaller training set, at least 16; clamped to the training set)")
     p.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
                    help="tracks per forward pass with gradients (cached embeddings, same loss "
                    "and gradient as one pass; default: the whole batch in one pass)")
