@@ -17,8 +17,6 @@ import concurrent.futures as cf
 import csv
 import hashlib
 import multiprocessing
-import os
-import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path

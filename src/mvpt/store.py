@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvpt.errors import StoreError
-from mvpt.fileio import atomic_path, atomic_write_bytes, atomic_write_json  # noqa: F401
+from mvpt.fileio import atomic_path, atomic_write_json
 
 FORMAT_VERSION = 1
 SHARD_PREFIX = "shard-"

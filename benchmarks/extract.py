@@ -1,0 +1,95 @@
+"""Extraction throughput on realistic media, in media seconds per wall second.
+
+Measures, on one long 640x360 30 fps video with textured, moving content (the Creative Commons
+animation of Debian's openboard-common, looped to 12 minutes and cached; or --media FILE):
+decode only (frames at 1 per clip + audio), each encoder alone on the decoded data, and the whole
+extraction (decode in another process overlapping the encoders, and in-process for reference);
+plus the frame encoder's achieved FLOP/s beside a plain matmul FLOP/s measured in the same run.
+
+    python benchmarks/extract.py [--media FILE] [--minutes 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import matmul_flops, realistic_video  # noqa: E402
+
+from mvpt import media  # noqa: E402
+from mvpt.clips import ClipConfig, clip_bounds, frame_times  # noqa: E402
+from mvpt.encoders import get_encoder  # noqa: E402
+from mvpt.extract import Extractor, extract  # noqa: E402
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--media", type=Path, help="a long video to use instead of the Debian one")
+    ap.add_argument("--minutes", type=float, default=12.0, help="length of the looped video")
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = ap.parse_args()
+    path = args.media or realistic_video(minutes=args.minutes)
+    info = media.probe(path)
+    dur = info.duration_s
+    print(f"media: {path} ({dur:.0f} s, {info.width}x{info.height}, {info.fps:.1f} fps), "
+          f"{os.cpu_count()} CPU cores")
+    video_enc, audio_enc = get_encoder("efficientnet-lite0"), get_encoder("yamnet")
+    bounds = clip_bounds(dur, ClipConfig().clip_s)
+    figures = {"media_s": dur}
+
+    frames, t_frames = timed(lambda: media.read_frames(path, frame_times(bounds), size=(224, 224)))
+    wave, t_audio = timed(lambda: media.read_audio(path, sample_rate_hz=16000,
+                                                   end_s=float(bounds[-1, 1])))
+    figures["decode_frames_x"] = dur / t_frames
+    figures["decode_audio_x"] = dur / t_audio
+    figures["decode_only_x"] = dur / (t_frames + t_audio)
+
+    _, t_venc = timed(lambda: video_enc.encode_frames(frames))
+    _, t_aenc = timed(lambda: audio_enc.encode_clips(wave, bounds))
+    figures["frame_encoder_x"] = dur / t_venc
+    figures["audio_encoder_x"] = dur / t_aenc
+    figures["frame_encoder_frames_per_s"] = len(frames) / t_venc
+    achieved = video_enc.flops_per_frame() * len(frames) / t_venc
+    reference = matmul_flops()
+    figures["frame_encoder_gflops"] = achieved / 1e9
+    figures["matmul_gflops"] = reference / 1e9
+    figures["frame_encoder_vs_matmul"] = achieved / reference
+
+    extractor = Extractor(video_encoder=video_enc, audio_encoder=audio_enc)
+    for workers in (1, 0):
+        with tempfile.TemporaryDirectory() as tmp:
+            _, t_all = timed(lambda: extract([path], Path(tmp) / "store", extractor=extractor,
+                                             decode_workers=workers, progress=False))
+        figures[f"whole_extraction_x_decode_workers_{workers}"] = dur / t_all
+        figures[f"whole_extraction_s_decode_workers_{workers}"] = t_all
+
+    print(f"{'stage':44s} {'media s / wall s':>16s}")
+    for key in ("decode_frames_x", "decode_audio_x", "decode_only_x", "frame_encoder_x",
+                "audio_encoder_x", "whole_extraction_x_decode_workers_1",
+                "whole_extraction_x_decode_workers_0"):
+        print(f"{key:44s} {figures[key]:16.1f}")
+    print(f"frame encoder: {figures['frame_encoder_frames_per_s']:.1f} frames/s, "
+          f"{figures['frame_encoder_gflops']:.1f} GFLOP/s achieved vs plain matmul "
+          f"{figures['matmul_gflops']:.1f} GFLOP/s (ratio {figures['frame_encoder_vs_matmul']:.2f})")
+    shares = {"decode": t_frames + t_audio, "frame encoder": t_venc, "audio encoder": t_aenc}
+    total = sum(shares.values())
+    print("share of sequential time: " + ", ".join(f"{k} {100 * v / total:.0f}%"
+                                                    for k, v in shares.items()))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,462 @@
+"""The index: exact search and offsets, approximate recall, incremental adds, removal, resume,
+run identity, CLI.
+
+Media are generated; features come from two toy encoders registered here (a picture's colour, a
+sound's energy in three bands) and the run is a real checkpoint of the linear model kind whose
+towers are set by hand to known maps: red pictures <-> low tones, green <-> mid, blue <-> high.
+:mod:`tests.test_recommend` uses the same helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from itertools import pairwise
+from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mvpt import index as index_mod
+from mvpt.cli import main
+from mvpt.clips import sliding_windows
+from mvpt.encoders.base import (
+    AudioEncoder,
+    EncoderInfo,
+    FrameEncoder,
+    get_encoder,
+    register,
+)
+from mvpt.errors import SearchIndexError, UsageError
+from mvpt.index import Index, build_index, open_index, rebuild_index, remove_items
+from mvpt.store import FeatureStore
+from tests.fixtures.media_factory import write_video
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 220, 30), "blue": (30, 30, 220),
+           "orange": (200, 120, 40)}  # orange: between low and high, near no single window
+TONES_HZ = {"low": 200.0, "mid": 800.0, "high": 3200.0}
+BAND_EDGES_HZ = (0.0, 400.0, 1600.0, 8000.0)
+
+
+# ------------------------------------------------------------------------------ toy encoders
+class ToyFrameEncoder(FrameEncoder):
+    """Chromaticity of a picture: mean (R, G, B) share minus 1/3 (3-d)."""
+
+    name, version, dim = "toy-colour", "1", 3
+    image_size, resize_mode = (16, 16), "squash"
+
+    def preprocessing(self) -> dict:
+        return {"size": list(self.image_size)}
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        rgb = frames.reshape(len(frames), -1, 3).astype(np.float32).mean(axis=1)
+        return rgb / rgb.sum(axis=1, keepdims=True).clip(1e-6) - 1.0 / 3.0
+
+
+class ToyAudioEncoder(AudioEncoder):
+    """Share of a clip's energy below 400 Hz, 400-1600 Hz and above, minus 1/3 (3-d)."""
+
+    name, version, dim, sample_rate_hz = "toy-bands", "1", 3, 16000
+    calls: ClassVar[list[int]] = []
+
+    def preprocessing(self) -> dict:
+        return {"bands_hz": list(BAND_EDGES_HZ)}
+
+    def encode_clips(self, wave: np.ndarray, clip_bounds_s: np.ndarray) -> dict:
+        ToyAudioEncoder.calls.append(len(clip_bounds_s))
+        out = np.zeros((len(clip_bounds_s), 3), np.float32)
+        for i, (start, end) in enumerate(clip_bounds_s):
+            clip = wave[int(start * self.sample_rate_hz):int(end * self.sample_rate_hz)]
+            power = np.abs(np.fft.rfft(clip)) ** 2
+            freqs = np.fft.rfftfreq(len(clip), 1.0 / self.sample_rate_hz)
+            bands = [power[(freqs >= lo) & (freqs < hi)].sum()
+                     for lo, hi in pairwise(BAND_EDGES_HZ)]
+            out[i] = np.asarray(bands) / max(sum(bands), 1e-9) - 1.0 / 3.0
+        return {"embedding": out}
+
+
+def _info(cls, modality):
+    return lambda: EncoderInfo(cls.name, modality, cls.dim, cls.version, "test", True)
+
+
+register(ToyFrameEncoder.name, modality="video", factory=ToyFrameEncoder,
+         info=_info(ToyFrameEncoder, "video"))
+register(ToyAudioEncoder.name, modality="audio", factory=ToyAudioEncoder,
+         info=_info(ToyAudioEncoder, "audio"))
+
+
+def audio_calls() -> list[int]:
+    """Clips per call of the toy audio encoder the registry builds (pytest may import this
+    module twice, as test_index and tests.test_index; the last registration wins)."""
+    return type(get_encoder(ToyAudioEncoder.name)).calls
+
+
+# ------------------------------------------------------------------------------ runs and media
+def make_linear_run(run_dir: Path, *, video_map=None, audio_map=None) -> Path:
+    """A run folder whose best.pt is a linear-kind model with towers fixed by hand:
+    embedding = normalize(mean clip feature @ map) (identity maps by default)."""
+    from mvpt.models.checkpoint import make_checkpoint, save_checkpoint
+    from mvpt.models.factory import build_model, load_config
+
+    model = build_model(load_config("linear", name="toy-linear", d_joint=3),
+                        video_dim=3, audio_dim=3)
+    maps = {"video": np.eye(3) if video_map is None else video_map,
+            "audio": np.eye(3) if audio_map is None else audio_map}
+    with torch.no_grad():
+        for modality, matrix in maps.items():
+            getattr(model, f"proj_{modality}").copy_(torch.as_tensor(matrix, dtype=torch.float32))
+        model.correlations.fill_(1.0)
+        model.fitted.fill_(True)
+    features = {"clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30, "encoders": {
+        "video": {"name": ToyFrameEncoder.name, "version": "1", "dim": 3},
+        "audio": {"name": ToyAudioEncoder.name, "version": "1", "dim": 3}}}
+    save_checkpoint(run_dir / "best.pt", make_checkpoint(
+        model=model, features=features, run_config={"model": "linear"}, epoch=0, step=0,
+        history=[]))
+    return run_dir
+
+
+def write_music(path: Path, tones: list[str], *, section_s: float = 10.0) -> Path:
+    """An audio-only file playing ``tones`` (names of TONES_HZ) for ``section_s`` each."""
+    freqs = np.array([TONES_HZ[t] for t in tones])
+
+    def content(times_s: np.ndarray, channels: int) -> np.ndarray:
+        section = np.minimum((times_s // section_s).astype(int), len(freqs) - 1)
+        wave = 0.4 * np.sin(2 * np.pi * freqs[section] * times_s)
+        return np.repeat(wave[None, :], channels, axis=0).astype(np.float32)
+
+    return write_video(path, duration_s=section_s * len(tones), has_video=False,
+                       audio_content=content)
+
+
+def write_colour_video(path: Path, colours: list[str], *, section_s: float = 10.0,
+                       tones: list[str] | None = None, fps: float = 5.0) -> Path:
+    """A video showing ``colours`` for ``section_s`` each (with a soundtrack of ``tones``)."""
+    rgb = np.array([COLOURS[c] for c in colours], dtype=np.uint8)
+    freqs = np.array([TONES_HZ[t] for t in (tones or ["mid"] * len(colours))])
+
+    def frame(index: int, time_s: float, size) -> np.ndarray:
+        section = min(int(time_s // section_s), len(rgb) - 1)
+        return np.broadcast_to(rgb[section], (size[1], size[0], 3)).copy()
+
+    def sound(times_s: np.ndarray, channels: int) -> np.ndarray:
+        section = np.minimum((times_s // section_s).astype(int), len(freqs) - 1)
+        return np.repeat(0.4 * np.sin(2 * np.pi * freqs[section] * times_s)[None], channels,
+                         0).astype(np.float32)
+
+    return write_video(path, duration_s=section_s * len(colours), size=(32, 24), fps=fps,
+                       content=frame, audio_content=sound)
+
+
+LIBRARY = {  # track id -> tone per 10 s section
+    "low-high-mid": ["low", "high", "mid"],
+    "mid-mid": ["mid", "mid"],
+    "low-low-low": ["low", "low", "low"],
+    "high-low": ["high", "low"],
+    "mid-low-high-high": ["mid", "low", "high", "high"],
+}
+
+
+def write_library(folder: Path, names=None) -> list[Path]:
+    return [write_music(folder / f"{name}.m4a", LIBRARY[name]) for name in (names or LIBRARY)]
+
+
+@pytest.fixture(scope="session")
+def linear_run(tmp_path_factory) -> Path:
+    return make_linear_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory) -> list[Path]:
+    return write_library(tmp_path_factory.mktemp("music"))
+
+
+def build(run, media, out, **kw):
+    return build_index(run, media, out, progress=False, decode_workers=0, **kw)
+
+
+# ------------------------------------------------------------------------------ constructed vectors
+def random_walk_windows(rng, n_items: int, windows: int, dim: int, step: float = 0.3):
+    """Per item a smooth random walk of unit vectors, and its table (windows every 5 s)."""
+    base = rng.normal(size=(n_items, 1, dim))
+    steps = rng.normal(size=(n_items, windows, dim)) * step
+    vectors = (base + np.cumsum(steps, axis=1)).reshape(-1, dim).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pd.DataFrame({
+        "item_id": np.repeat([f"item-{i:04d}" for i in range(n_items)], windows),
+        "start_s": np.tile(np.arange(windows) * 5.0, n_items),
+        "end_s": np.tile(np.arange(windows) * 5.0 + 10.0, n_items)})
+    return vectors, table
+
+
+def brute_force_items(vectors, table, queries, top):
+    """Reference ranking: per item the max inner product over (query, window) pairs."""
+    scores = (queries @ vectors.T).max(axis=0)
+    best = pd.DataFrame({"item": table["item_id"], "score": scores}).groupby("item")["score"].max()
+    return best.sort_values(ascending=False, kind="stable").index[:top].tolist(), best
+
+
+def test_exact_search_returns_right_item_and_offset(rng):
+    vectors, table = random_walk_windows(rng, n_items=300, windows=12, dim=32)
+    index = Index.from_vectors(vectors, table)
+    target = 7 * 12 + 9  # item 7, window 9: starts at 45 s
+    query = vectors[target] + 0.01 * rng.normal(size=32)
+    hits = index.search(query[None], top=5, query_windows_s=[(0.0, 10.0)])
+    assert hits[0].item_id == "item-0007"
+    assert hits[0].window_start_s == 45.0 and hits[0].offset_s == 45.0
+    assert hits[0].score > 0.99 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
+    assert len({h.item_id for h in hits}) == 5
+    # The same window matched by a query window starting at 20 s: start the item 25 s in.
+    late = index.search(query[None], top=1, query_windows_s=[(20.0, 30.0)])[0]
+    assert late.offset_s == 25.0 and late.query_start_s == 20.0
+    early = index.search(query[None], top=1, query_windows_s=[(50.0, 60.0)])[0]
+    assert early.offset_s == 0.0  # cannot start before the item's beginning
+
+
+def test_grouping_matches_brute_force_when_one_item_floods_the_neighbours(rng):
+    """An item with 300 near-identical windows fills the first FAISS neighbours; the ranking of
+    distinct items must still equal the brute-force per-item maximum."""
+    vectors, table = random_walk_windows(rng, n_items=200, windows=6, dim=16)
+    query = rng.normal(size=(3, 16)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    flood = query[0] + 0.05 * rng.normal(size=(300, 16))
+    flood_table = pd.DataFrame({"item_id": "flood", "start_s": np.arange(300) * 5.0,
+                                "end_s": np.arange(300) * 5.0 + 10.0})
+    vectors = np.concatenate([vectors, flood / np.linalg.norm(flood, axis=1, keepdims=True)])
+    table = pd.concat([table, flood_table], ignore_index=True)
+    hits = Index.from_vectors(vectors, table).search(query, top=10)
+    expected, best = brute_force_items(vectors, table, query, 10)
+    assert [h.item_id for h in hits] == expected
+    assert hits[0].item_id == "flood"
+    np.testing.assert_allclose([h.score for h in hits], best[expected].to_numpy(), atol=1e-5)
+
+
+def structured_library(rng, *, n_tracks=150, clips=60, latent=8, dim=64, copies=4):
+    """Windows shaped like encoded tracks: a smooth hidden sequence per track (AR(1), 8-d,
+    crowded so that neighbours come from many tracks), 10-clip windows every 5 clips through a
+    fixed non-linear tower, each window repeated with noise as large as the distance between
+    neighbouring windows, so near-duplicates do not make recall trivial. Returns vectors, their
+    table (one item per vector) and 100 queries (fresh noisy copies)."""
+    z = np.empty((n_tracks, clips, latent))
+    z[:, 0] = rng.normal(size=(n_tracks, latent))
+    for t in range(1, clips):
+        z[:, t] = 0.8 * z[:, t - 1] + 0.6 * rng.normal(size=(n_tracks, latent))
+    windows = np.stack([z[:, s:s + 10].mean(axis=1) for s in range(0, clips - 9, 5)], axis=1)
+    base = np.tanh(windows @ rng.normal(size=(latent, dim)))
+    base /= np.linalg.norm(base, axis=-1, keepdims=True)
+    noise = np.median(np.linalg.norm(np.diff(base, axis=1), axis=-1)) / np.sqrt(dim)
+    base = base.reshape(-1, dim)
+    vectors = np.concatenate([base + noise * rng.normal(size=base.shape) for _ in range(copies)])
+    table = pd.DataFrame({"item_id": [f"w{i}" for i in range(len(vectors))], "start_s": 0.0,
+                          "end_s": 10.0})
+    queries = base[rng.choice(len(base), 100, replace=False)]
+    queries = queries + noise * rng.normal(size=queries.shape)
+    return vectors.astype(np.float32), table, queries.astype(np.float32)
+
+
+def recall_at_10(exact: Index, approx: Index, queries: np.ndarray) -> float:
+    found = [len({h.item_id for h in exact.search(q[None], top=10)}
+                 & {h.item_id for h in approx.search(q[None], top=10)}) / 10 for q in queries]
+    return float(np.mean(found))
+
+
+@pytest.mark.parametrize("kind, weak", [("hnsw", {"M": 4, "ef_construction": 8}),
+                                        ("ivf", {"nprobe": 1})])
+def test_approximate_recall_at_10_against_exact(rng, kind, weak):
+    vectors, table, queries = structured_library(rng)
+    exact = Index.from_vectors(vectors, table)
+    recall = recall_at_10(exact, Index.from_vectors(vectors, table, kind=kind), queries)
+    weak_recall = recall_at_10(exact, Index.from_vectors(vectors, table, kind=kind, params=weak),
+                               queries)
+    assert recall >= 0.95, f"{kind} recall@10 {recall:.3f}"
+    assert weak_recall < recall - 0.05  # the data is hard enough to tell settings apart
+
+
+# ------------------------------------------------------------------------------ from media
+def expected_windows(duration_s: float, window=10, stride=5) -> list[tuple[float, float]]:
+    return [(float(s), float(s + n)) for s, n in sliding_windows(int(duration_s), window, stride)]
+
+
+def test_build_index_windows_and_manifest(tmp_path, linear_run, library):
+    summary = build(linear_run, library[:3], tmp_path / "idx")
+    assert summary.added_items == ["low-high-mid", "mid-mid", "low-low-low"]
+    assert summary.items == 3 and summary.windows == summary.added_windows == 5 + 3 + 5
+    index = open_index(tmp_path / "idx")
+    rows = index.table[index.table["item_id"] == "low-high-mid"]
+    assert list(zip(rows["start_s"], rows["end_s"])) == expected_windows(30.0)
+    assert (rows["title"] == "low-high-mid").all()  # no title tag: the file stem
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert manifest["windows"]["window_s"] == 10.0 and manifest["windows"]["stride_s"] == 5.0
+    assert manifest["run"]["checkpoint_sha256"] == index_mod.file_sha256(linear_run / "best.pt")
+    assert manifest["search"]["kind"] == "exact" and manifest["vectors"] == 13
+    store = FeatureStore.open(tmp_path / "idx" / "store")
+    assert set(store.array_dims) == {"audio"}  # a music index extracts no frames
+
+
+def test_adding_files_extracts_and_encodes_only_them(tmp_path, linear_run, library):
+    build(linear_run, library[:3], tmp_path / "idx")
+    shards_before = [d.name for d in FeatureStore.open(tmp_path / "idx" / "store").shard_dirs()]
+    audio_calls().clear()
+    summary = build(linear_run, library, tmp_path / "idx")
+    assert audio_calls() == [20, 40]  # the two new files' clips, nothing else
+    assert summary.added_items == ["high-low", "mid-low-high-high"]
+    assert summary.already_indexed == 3 and summary.added_windows == 3 + 7
+    shards_after = [d.name for d in FeatureStore.open(tmp_path / "idx" / "store").shard_dirs()]
+    assert shards_after[:len(shards_before)] == shards_before and len(shards_after) == 2
+    assert open_index(tmp_path / "idx").n_items == 5
+    audio_calls().clear()
+    again = build(linear_run, library, tmp_path / "idx")
+    assert audio_calls() == [] and again.added_items == [] and again.windows == 23
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_remove_items(tmp_path, linear_run, library, kind):
+    build(linear_run, library, tmp_path / "idx", kind=kind)
+    query = np.array([[0.0, 0.0, 1.0]], np.float32)  # "high" tone direction
+    before = [h.item_id for h in open_index(tmp_path / "idx").search(query, top=5)]
+    assert before[0] in ("high-low", "mid-low-high-high", "low-high-mid")
+    assert remove_items(tmp_path / "idx", [before[0]]) > 0
+    index = open_index(tmp_path / "idx")
+    after = [h.item_id for h in index.search(query, top=5)]
+    assert before[0] not in after and after == before[1:]
+    assert index.n_items == 4 and before[0] not in set(index.table["item_id"])
+    assert index.n_vectors == len(index.table)
+    with pytest.raises(UsageError, match="no item"):
+        remove_items(tmp_path / "idx", ["not-there"])
+
+
+def test_removed_item_comes_back_only_when_requested(tmp_path, linear_run, library):
+    build(linear_run, library, tmp_path / "idx")
+    remove_items(tmp_path / "idx", ["mid-mid"])
+    build(linear_run, [library[0]], tmp_path / "idx")  # another request: mid-mid stays out
+    assert "mid-mid" not in set(open_index(tmp_path / "idx").table["item_id"])
+    audio_calls().clear()
+    summary = build(linear_run, [library[1]], tmp_path / "idx")
+    assert summary.added_items == ["mid-mid"] and audio_calls() == []  # from the store
+
+
+def test_resume_after_kill_during_indexing(tmp_path, linear_run, library, monkeypatch):
+    out = tmp_path / "idx"
+    build(linear_run, library[:2], out)
+    reference = open_index(out).search(np.eye(3, dtype=np.float32), top=2)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies between the new files and the manifest
+
+    monkeypatch.setattr(index_mod, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(linear_run, library, out)
+    monkeypatch.undo()
+    # The old index is intact and searchable; the new data files are strays.
+    assert open_index(out).n_items == 2
+    assert open_index(out).search(np.eye(3, dtype=np.float32), top=2) == reference
+    assert len(list(out.glob("vectors-*.faiss"))) == 2
+    audio_calls().clear()
+    summary = build(linear_run, library, out)
+    assert audio_calls() == []  # extraction had finished: nothing decoded again
+    assert summary.items == 5 and len(summary.added_items) == 3
+    assert len(list(out.glob("vectors-*.faiss"))) == 1  # strays cleaned
+
+
+def test_resume_after_kill_during_the_first_commit(tmp_path, linear_run, library, monkeypatch):
+    out = tmp_path / "idx"
+    monkeypatch.setattr(index_mod, "atomic_write_json", lambda *a, **k: sys.exit(9))
+    with pytest.raises(SystemExit):
+        build(linear_run, library[:2], out)
+    monkeypatch.undo()
+    assert not (out / "index.json").exists() and list(out.glob("vectors-*.faiss"))
+    with pytest.raises(SearchIndexError, match="not an index"):
+        open_index(out)
+    assert build(linear_run, library[:2], out).items == 2
+    assert open_index(out).n_items == 2
+
+
+def test_nothing_to_index_says_why(tmp_path, linear_run):
+    junk = tmp_path / "junk.m4a"
+    junk.write_bytes(b"not audio" * 100)
+    with pytest.raises(SearchIndexError, match=r"nothing to index \(1 of 1 file\(s\) failed\): "
+                                                r".*junk.m4a"):
+        build(linear_run, [junk], tmp_path / "idx")
+
+
+def test_resume_after_kill_during_extraction(tmp_path, linear_run, library, monkeypatch):
+    out = tmp_path / "idx"
+    real_extract = __import__("mvpt.extract", fromlist=["extract"]).extract
+
+    def extract_then_die(*args, **kwargs):
+        real_extract(*args, **{**kwargs, "shard_size": 2, "max_shards": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mvpt.extract.extract", extract_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build(linear_run, library, out)
+    monkeypatch.undo()
+    assert not (out / "index.json").exists()
+    audio_calls().clear()
+    summary = build(linear_run, library, out)
+    assert len(audio_calls()) == 3  # the first shard's two files were kept
+    assert summary.items == 5
+
+
+def test_refuses_another_run(tmp_path, linear_run, library):
+    build(linear_run, library[:1], tmp_path / "idx")
+    other = make_linear_run(tmp_path / "other", audio_map=np.diag([1.0, 2.0, 3.0]))
+    with pytest.raises(SearchIndexError, match=r"built with run .* not .*other"):
+        build(other, library[1:2], tmp_path / "idx")
+    assert open_index(tmp_path / "idx").n_items == 1
+    # A run retrained in place (same folder, new checkpoint) is refused when searching too.
+    make_linear_run(linear_run.parent / "moved", audio_map=np.eye(3) * 2)
+    index = Index.load(tmp_path / "idx")
+    index.manifest["run"]["path"] = str(linear_run.parent / "moved")
+    with pytest.raises(SearchIndexError, match="checkpoint sha256"):
+        _ = index.run
+
+
+def test_refuses_changed_settings_and_bad_windows(tmp_path, linear_run, library):
+    build(linear_run, library[:1], tmp_path / "idx")
+    with pytest.raises(UsageError, match="window_s=10.0, not 20.0"):
+        build(linear_run, library[:1], tmp_path / "idx", window_s=20.0)
+    with pytest.raises(UsageError, match="K=30"):
+        build(linear_run, library[:1], tmp_path / "idx2", window_s=40.0)
+
+
+def test_rebuild_as_another_kind_keeps_results(tmp_path, linear_run, library):
+    build(linear_run, library, tmp_path / "idx")
+    queries = np.eye(3, dtype=np.float32)
+    before = open_index(tmp_path / "idx").search(queries, top=5)
+    manifest = rebuild_index(tmp_path / "idx", kind="hnsw")
+    index = open_index(tmp_path / "idx")
+    assert manifest["search"]["kind"] == index.kind == "hnsw"
+    assert [h.item_id for h in index.search(queries, top=5)] == [h.item_id for h in before]
+
+
+def run_cli(capsys, *args) -> SimpleNamespace:
+    """Run ``mvpt ARGS`` in this process (the toy encoders are registered here)."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+
+def test_index_cli(tmp_path, linear_run, library, capsys):
+    out = tmp_path / "idx"
+    done = run_cli(capsys, "index", linear_run, *library[:2], "--out", out, "--no-progress",
+                   "--decode-workers", "0", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["items"] == 2 and summary["added_items"] == ["low-high-mid", "mid-mid"]
+    done = run_cli(capsys, "index", "--out", out, "--remove", "mid-mid")
+    assert done.returncode == 0 and "removed 1 item(s), 3 windows" in done.stdout
+    done = run_cli(capsys, "index", "--out", out)
+    assert done.returncode == 2 and "give a RUN" in done.stderr
+    other = make_linear_run(tmp_path / "other", audio_map=np.eye(3) * 3)
+    done = run_cli(capsys, "index", other, library[2], "--out", out, "--no-progress")
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "built with run" in done.stderr
