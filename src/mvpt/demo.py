@@ -32,13 +32,13 @@ class DemoSettings:
     n_videos: int = 160
     seconds: float = 30.0
     seed: int = 0
-    epochs: int = 40
-    batch_size: int = 256
+    epochs: int = 30
+    batch_size: int | None = None  # automatic: an eighth of the training set here
     top: int = 10
 
     @classmethod
     def tiny(cls) -> "DemoSettings":
-        return cls(n_videos=40, seconds=20.0, epochs=6, batch_size=64)
+        return cls(n_videos=40, seconds=20.0, epochs=6)
 
     def validate(self) -> None:
         if self.n_videos < 20:
