@@ -34,6 +34,43 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
+def split_library(path: Path, *, piece_s: float) -> list[Path]:
+    """``path`` cut into files of ``piece_s`` seconds (stream copy at keyframes), cached."""
+    import av
+
+    folder = path.parent / f"{path.stem}_pieces_{piece_s:g}s"
+    done = folder / "DONE"
+    if not done.exists():
+        folder.mkdir(exist_ok=True)
+        with av.open(str(path)) as src:
+            vin, ain = src.streams.video[0], src.streams.audio[0]
+            out = piece = None
+            for packet in src.demux(vin, ain):
+                if packet.dts is None:
+                    continue
+                t = float(packet.pts * packet.time_base) if packet.pts is not None else 0.0
+                if packet.stream is vin and packet.is_keyframe and (out is None or
+                                                                    t >= piece * piece_s + piece_s):
+                    if out is not None:
+                        out.close()
+                    piece = 0 if out is None else piece + 1
+                    out = av.open(str(folder / f"piece_{piece:03d}.mp4"), "w")
+                    streams = {vin: out.add_stream_from_template(vin),
+                               ain: out.add_stream_from_template(ain)}
+                    offsets = {}
+                if out is None:
+                    continue
+                offsets.setdefault(packet.stream, packet.dts)
+                packet.pts -= offsets[packet.stream]
+                packet.dts -= offsets[packet.stream]
+                packet.stream = streams[packet.stream]
+                out.mux(packet)
+            if out is not None:
+                out.close()
+        done.write_text("ok\n")
+    return sorted(folder.glob("piece_*.mp4"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--media", type=Path, help="a long video to use instead of the Debian one")
@@ -67,12 +104,16 @@ def main() -> None:
     figures["matmul_gflops"] = reference / 1e9
     figures["frame_encoder_vs_matmul"] = achieved / reference
 
+    # The whole extraction runs over a library of music-video-length files (the same minutes cut
+    # into 3-minute files), so that decoding one file overlaps encoding the previous one.
     extractor = Extractor(video_encoder=video_enc, audio_encoder=audio_enc)
+    library = split_library(path, piece_s=180.0)
+    lib_s = sum(media.probe(p).duration_s for p in library)
     for workers in (1, 0):
         with tempfile.TemporaryDirectory() as tmp:
-            _, t_all = timed(lambda: extract([path], Path(tmp) / "store", extractor=extractor,
+            _, t_all = timed(lambda: extract(library, Path(tmp) / "store", extractor=extractor,
                                              decode_workers=workers, progress=False))
-        figures[f"whole_extraction_x_decode_workers_{workers}"] = dur / t_all
+        figures[f"whole_extraction_x_decode_workers_{workers}"] = lib_s / t_all
         figures[f"whole_extraction_s_decode_workers_{workers}"] = t_all
 
     print(f"{'stage':44s} {'media s / wall s':>16s}")

@@ -46,3 +46,17 @@ def test_demo_is_resumable_and_its_cli_runs(demo):
     assert res.returncode == 0, res.stderr
     again = json.loads(res.stdout)
     assert again["tables"] == demo["tables"]
+
+
+def test_demo_store_genres_and_figure(demo, tmp_path):
+    import matplotlib.image
+
+    from mvpt.data.genres import read_genres, tag_genres, write_genre_stats
+
+    tag_genres(demo["store"])
+    genres = read_genres(demo["store"])
+    assert len(genres) >= 30 and len(set(genres.values())) >= 3, genres
+    write_genre_stats(demo["store"], tmp_path / "stats")
+    counts = json.loads((tmp_path / "stats" / "genres.json").read_text())
+    assert matplotlib.image.imread(tmp_path / "stats" / "genres.png").shape[0] > 100
+    assert counts

@@ -17,6 +17,8 @@ from mvpt.errors import MvptError, UsageError
 # Order shown in --help.
 COMMAND_MODULES = [
     "demo", "synth", "extract", "encoders", "models", "train", "eval", "index", "recommend", "serve",
+    "data",
+    "analyze", "study",
 ]
 
 
