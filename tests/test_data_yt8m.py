@@ -6,7 +6,7 @@ import pytest
 
 from mvpt.data import yt8m
 from mvpt.errors import UsageError
-from mvpt.extract import stable_split
+from mvpt.splits import stable_split
 
 VOCAB = """Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,Vertical1
 0,788288,/m/03bt1gh,Game,https://en.wikipedia.org/wiki/Game,Games

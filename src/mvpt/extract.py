@@ -28,13 +28,13 @@ from mvpt import media
 from mvpt.clips import ClipConfig, clip_bounds, frame_times
 from mvpt.encoders.base import AudioEncoder, FrameEncoder, default_encoder_name, get_encoder
 from mvpt.errors import MediaError, MvptError, UsageError
+from mvpt.splits import stable_split  # noqa: F401  (re-exported)
 from mvpt.store import FeatureStore, ItemResult
 
 MEDIA_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
     ".ts", ".3gp",
 }
-SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 
 
 @dataclass(frozen=True)
@@ -68,17 +68,6 @@ class ExtractSummary:
 
 
 # ------------------------------------------------------------------------------ inputs
-def stable_split(item_id: str) -> str:
-    """train/val/test 80/10/10 from a hash of the id (stable across runs and machines)."""
-    h = int.from_bytes(hashlib.sha1(item_id.encode("utf-8")).digest()[:8], "big") / 2**64
-    acc = 0.0
-    for name, frac in SPLIT_FRACTIONS:
-        acc += frac
-        if h < acc:
-            return name
-    return SPLIT_FRACTIONS[-1][0]
-
-
 def _float_or_none(text: str | None) -> float | None:
     text = (text or "").strip()
     return float(text) if text else None

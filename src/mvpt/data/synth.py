@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import hashlib
 import json
 import math
 import os
@@ -40,13 +39,13 @@ import numpy as np
 from scipy import signal
 
 from mvpt.errors import UsageError
+from mvpt.splits import stable_split
 
 STEPS_PER_BAR = 16
 MIN_SECTION_S = 3.0
 MAX_SECTIONS = 6
 DEFAULT_DURATION_S = (20.0, 40.0)
 AAC_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-SPLIT_TENTHS = (("train", 8), ("val", 1), ("test", 1))
 KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _FADE_S = 0.005
 _FLASH_DECAY_BEATS = 0.3
@@ -808,13 +807,9 @@ def video_id(seed: int, index: int) -> str:
 
 
 def split_for_id(video_id: str) -> str:
-    """``train`` / ``val`` / ``test`` (80/10/10), stable: it depends on the id alone."""
-    tenth = int(hashlib.sha1(video_id.encode()).hexdigest()[:8], 16) % 10
-    for name, tenths in SPLIT_TENTHS:
-        if tenth < tenths:
-            return name
-        tenth -= tenths
-    raise AssertionError("split tenths must sum to 10")
+    """``train`` / ``val`` / ``test`` (80/10/10), stable: it depends on the id alone (the same rule
+    as ``mvpt extract`` applies to items without a split)."""
+    return stable_split(video_id)
 
 
 def _genre_for(seed: int, index: int) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mvpt.errors import MvptError, UsageError
-from mvpt.extract import stable_split
+from mvpt.splits import stable_split
 
 DEFAULT_LABEL = "Music video"
 STATUS_FIELDS = ["id", "youtube_id", "split", "path", "status", "reason"]
