@@ -69,12 +69,15 @@ def run_demo(out: str | Path = "mvpt-demo", settings: DemoSettings = DemoSetting
     t = time.perf_counter()
 
     _say(f"[1/6] synthetic music videos -> {out / 'data'}", quiet)
-    data = generate(out / "data", n=settings.n_videos, seed=settings.seed,
-                    duration_s=settings.seconds, equal_length=True, progress=progress)
+    manifest = out / "data" / "manifest.csv"
+    if _manifest_rows(manifest) != settings.n_videos:
+        manifest = generate(out / "data", n=settings.n_videos, seed=settings.seed,
+                            duration_s=settings.seconds, equal_length=True,
+                            progress=progress).manifest_path
     timings["synth_s"], t = time.perf_counter() - t, time.perf_counter()
 
     _say(f"[2/6] extracting features (efficientnet-lite0, yamnet) -> {out / 'store'}", quiet)
-    ext = extract([data.manifest_path], out / "store", progress=progress)
+    ext = extract([manifest], out / "store", progress=progress)
     if ext.done + ext.skipped - ext.failed <= 0:
         raise UsageError(f"{out / 'store'}: no item was extracted")
     timings["extract_s"], t = time.perf_counter() - t, time.perf_counter()
@@ -109,7 +112,7 @@ def run_demo(out: str | Path = "mvpt-demo", settings: DemoSettings = DemoSetting
     timings["index_recommend_s"] = time.perf_counter() - t
 
     summary = {
-        "out": str(out), "settings": asdict(settings), "data": str(data.manifest_path),
+        "out": str(out), "settings": asdict(settings), "data": str(manifest),
         "store": str(out / "store"), "runs": {k: str(v) for k, v in runs.items()},
         "tables": tables, "results": results, "own_soundtrack_top10": rate,
         "index": str(out / "index"), "preview": str(out / "preview.mp4"), "timings_s": timings,
@@ -117,6 +120,14 @@ def run_demo(out: str | Path = "mvpt-demo", settings: DemoSettings = DemoSetting
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _say(_closing_text(summary), quiet)
     return summary
+
+
+def _manifest_rows(path: Path) -> int:
+    """Rows of a finished synth manifest (0 when absent): a re-run reuses the videos."""
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as fh:
+        return max(0, sum(1 for _ in fh) - 1)
 
 
 def _recommend_stage(out: Path, run_dir: Path, library: list[str], held_out, settings,
