@@ -193,9 +193,21 @@ def test_batch_larger_than_training_set_is_clamped(tmp_path, caplog):
     make_synthetic_store(store, n_train=20, n_val=8, video_dim=12, audio_dim=10)
     with caplog.at_level(logging.WARNING, logger="mvpt.train"):
         result = train(store, tmp_path / "run", model="mlp", model_overrides={"d_hidden": 8},
-                       epochs=1, progress=False)
+                       epochs=1, batch_size=2048, progress=False)
     assert "batch size 2048 is larger than the 20 training tracks: clamped to 20" in caplog.text
     assert result["global_batch_size"] == 20 and result["batch_size_clamped"]
+
+
+def test_automatic_batch_size_gives_several_steps_per_epoch(tmp_path):
+    from mvpt.train import auto_batch_size
+
+    assert auto_batch_size(100_000) == 2048  # the paper's batch at scale
+    assert auto_batch_size(478) == 59 and auto_batch_size(20) == 16
+    store = tmp_path / "small"
+    make_synthetic_store(store, n_train=200, n_val=8, video_dim=12, audio_dim=10)
+    result = train(store, tmp_path / "run", model="mlp", model_overrides={"d_hidden": 8},
+                   epochs=1, progress=False)
+    assert result["global_batch_size"] == 25 and not result["batch_size_clamped"]
 
 
 def test_run_folder_is_never_overwritten_and_resume_keeps_settings(store_path, tmp_path):
