@@ -5,7 +5,18 @@ Each writes ``NAME.json``, ``NAME.md`` and ``NAME.png`` into ``--out`` and print
 
 from __future__ import annotations
 
+import importlib
+
 from mvpt.commands.common import add_json_option, emit_json, positive_int
+
+# Analyses that register their own subcommand: each module has ``add_parser(actions, common)``,
+# where ``common(parser, default_out=...)`` adds --split, --seed, --out and --json.
+ANALYSIS_MODULES = (
+    "mvpt.analysis.attributes",
+    "mvpt.analysis.tsne",
+    "mvpt.analysis.conditioning",
+    "mvpt.analysis.qualitative",
+)
 
 
 def add_parser(sub) -> None:
@@ -15,6 +26,14 @@ def add_parser(sub) -> None:
     _shortcut_parser(actions)
     _same_genre_parser(actions)
     _manipulate_parser(actions)
+    for name in ANALYSIS_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # UNFINISHED while the module is being written
+            if exc.name != name:
+                raise
+            continue
+        module.add_parser(actions, _common)
 
 
 def _common(p, *, default_out: str) -> None:
