@@ -115,6 +115,32 @@ def test_same_seed_same_content_other_seed_other_content(tmp_path, small_set):
     assert np.abs(audio_a[:n] - audio_b[:n]).mean() > 0.01
 
 
+def test_videos_of_a_genre_play_the_same_themes_in_their_own_orders():
+    """Order, not the mix of sections, tells videos of a genre apart (plans only, no media)."""
+    palette = synth.genre_palette("jazz", seed=4)
+    assert palette == synth.genre_palette("jazz", seed=4)
+    assert palette != synth.genre_palette("jazz", seed=5)
+    assert len(palette) == synth.PALETTE_SIZE
+    energies = sorted(theme.energy for theme in palette)
+    assert min(np.diff(energies)) >= 0.2
+    assert len({theme.pitch_class for theme in palette}) == len(palette)
+    orders = set()
+    for k in range(40):
+        sections = synth.plan_sections("jazz", duration_s=30.0, rng=np.random.default_rng(k),
+                                       palette=palette)
+        durations = [s.duration_s for s in sections]
+        assert max(durations) - min(durations) <= 1 / FPS + 1e-9
+        key = tuple(sorted((s.key, s.tempo_bpm, s.energy) for s in sections))
+        assert key == tuple(sorted((synth.KEY_NAMES[t.pitch_class], t.tempo_bpm, t.energy)
+                                   for t in palette))
+        orders.add(tuple(s.key for s in sections))
+    assert len(orders) >= 30  # 120 possible orders
+    short = synth.plan_sections("jazz", duration_s=7.0, rng=np.random.default_rng(0),
+                                palette=palette)
+    assert len(short) == 2 and {s.key for s in short} <= {
+        synth.KEY_NAMES[t.pitch_class] for t in palette}
+
+
 def test_splits_are_stable_and_near_80_10_10():
     ids = [synth.video_id(seed, i) for seed in range(3) for i in range(1000)]
     splits = [synth.split_for_id(i) for i in ids]
@@ -171,8 +197,12 @@ def test_picture_cuts_at_section_changes(linked_set):
         change = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
         cuts = [round(s["start_s"] * FPS) - 1 for s in linked_set.factors[ident]["sections"][1:]]
         assert cuts
-        # the biggest frame-to-frame changes are exactly the cuts
-        assert set(np.argsort(change)[::-1][: len(cuts)]) == set(cuts)
+        # every cut is the biggest frame-to-frame change within half a second of it (a bright,
+        # fast section's beat flashes can rival a cut between two similar themes further away)
+        for cut in cuts:
+            nearby = np.r_[change[max(0, cut - 6) : cut], change[cut + 1 : cut + 7]]
+            assert change[cut] > nearby.max(), (ident, cut)
+        assert np.mean(change[cuts]) > 2 * np.median(np.delete(change, cuts))
 
 
 def _beat_contrast(

@@ -1,8 +1,10 @@
 """Synthetic music videos whose picture and soundtrack share hidden factors that change over time.
 
-A video is a genre plus a sequence of sections (3-6 in a long video). Each section has its own
-tempo, key, instrument set, tone brightness and energy; the picture cuts at every section change
-and follows the sound:
+A video is a genre plus a sequence of sections. Each section plays one theme of its genre's
+palette (five per genre and data set), with its own tempo, key, instrument set, tone brightness
+and energy; a video plays every theme once, in its own order, in equally long sections, so that
+the order of the sections, not their mix, tells videos of a genre apart. The picture cuts at every
+section change and follows the sound:
 
 ==================  ==========================================================================
 sound               picture
@@ -44,6 +46,7 @@ from mvpt.splits import stable_split
 STEPS_PER_BAR = 16
 MIN_SECTION_S = 3.0
 MAX_SECTIONS = 6
+PALETTE_SIZE = 5  # themes per genre and data set
 DEFAULT_DURATION_S = (20.0, 40.0)
 AAC_RATES_HZ = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 KEY_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -270,74 +273,95 @@ class Section:
         return cls(**values)
 
 
-def _step_away(previous: float | None, low: float, high: float, rng: np.random.Generator) -> float:
-    """A value in [low, high), at least a quarter of the range from ``previous`` (circularly)."""
-    if previous is None:
-        return float(rng.uniform(low, high))
-    span = high - low
-    return float(low + ((previous - low) + rng.uniform(0.25, 0.75) * span) % span)
+def _section_bounds(duration_s: float, n_sections: int, *, fps: float) -> list[float]:
+    """Boundaries of ``n_sections`` equally long sections on the frame grid, 0 to ``duration_s``."""
+    total_frames = max(1, round(duration_s * fps))
+    frames = np.unique(np.round(np.linspace(0, total_frames, n_sections + 1)).astype(int))
+    return [int(f) / fps for f in frames]
 
 
-def _section_bounds(duration_s: float, *, fps: float, rng: np.random.Generator) -> list[float]:
-    """Section boundaries on the frame grid, from 0 to ``duration_s``."""
-    n_sections = int(min(rng.integers(3, MAX_SECTIONS + 1), max(1, duration_s // MIN_SECTION_S)))
-    min_len_s = min(MIN_SECTION_S, duration_s / n_sections)
-    weights = rng.dirichlet(np.full(n_sections, 2.0))
-    lengths_s = min_len_s + (duration_s - n_sections * min_len_s) * weights
-    frames = np.round(np.cumsum(lengths_s) * fps).astype(int)
-    total_frames = round(duration_s * fps)
-    frames[-1] = total_frames
-    frames = np.unique(np.clip(frames, 1, total_frames))
-    return [0.0] + [int(f) / fps for f in frames]
+@dataclass(frozen=True)
+class Theme:
+    """The hidden factors of one section, without its place in time. A genre's videos draw their
+    sections from a small palette of themes (:func:`genre_palette`)."""
+
+    tempo_bpm: float
+    pitch_class: int
+    progression: tuple[int, ...]
+    arrangement: tuple[str, ...]
+    tone: float
+    energy: float
+
+
+def genre_palette(genre: str, *, seed: int = 0, size: int = PALETTE_SIZE) -> list[Theme]:
+    """The ``size`` themes of ``genre`` in data set ``seed``. Each factor is stratified over its
+    range (shuffled independently), so any two themes differ clearly in tempo, key, tone and
+    energy (energies at least 0.2 apart)."""
+    style = _genre(genre)
+    if not 1 <= size <= 9:
+        raise UsageError(f"palette size must be between 1 and 9, got {size}")
+    rng = np.random.default_rng([seed, GENRE_NAMES.index(genre), 99])
+
+    def strata(low: float, high: float) -> np.ndarray:
+        cells = (rng.permutation(size) + rng.uniform(0.3, 0.7, size)) / size
+        return low + (high - low) * cells
+
+    tempos, tones = strata(*style.tempo_bpm), strata(0.0, 1.0)
+    energies = 0.1 + 0.9 * rng.permutation(size) / max(1, size - 1)
+    pitch_classes = rng.choice(12, size=size, replace=False)
+    return [
+        Theme(tempo_bpm=round(float(tempos[k]), 1), pitch_class=int(pitch_classes[k]),
+              progression=style.progressions[rng.integers(len(style.progressions))],
+              arrangement=style.arrangements[rng.integers(len(style.arrangements))],
+              tone=round(float(tones[k]), 4), energy=round(float(energies[k]), 4))
+        for k in range(size)
+    ]
 
 
 def plan_sections(
-    genre: str, *, duration_s: float, fps: float = 12.0, rng: np.random.Generator
+    genre: str, *, duration_s: float, fps: float = 12.0, rng: np.random.Generator,
+    palette: list[Theme] | None = None,
 ) -> list[Section]:
-    """Draw the sections of one video; neighbours differ in tempo, key, tone and energy."""
+    """Draw the sections of one video: the themes of ``palette`` (default: the genre's palette of
+    data set 0) in a random order, each once, in equally long sections (fewer themes when the
+    video is shorter than ``MIN_SECTION_S`` per theme).
+
+    Every video of a genre thus shows the same themes for the same time: the mean of its clips
+    says little about which video it is, and only the order of the sections tells two videos
+    apart, as in music videos whose sound and picture change together over time."""
     style = _genre(genre)
-    bounds = _section_bounds(duration_s, fps=fps, rng=rng)
-    sections: list[Section] = []
-    previous: Section | None = None
-    for start_s, end_s in zip(bounds[:-1], bounds[1:]):
-        previous = _draw_section(style, start_s, end_s, previous, rng)
-        sections.append(previous)
-    return sections
+    palette = genre_palette(genre) if palette is None else palette
+    n_sections = int(min(len(palette), MAX_SECTIONS, max(1, duration_s // MIN_SECTION_S)))
+    order = rng.permutation(len(palette))[:n_sections]
+    bounds = _section_bounds(duration_s, n_sections, fps=fps)
+    return [_section(style, palette[k], start_s, end_s)
+            for k, start_s, end_s in zip(order, bounds[:-1], bounds[1:])]
 
 
-def _draw_section(
-    style: Genre, start_s: float, end_s: float, previous: Section | None, rng: np.random.Generator
-) -> Section:
-    """Factors of one section; each differs clearly from ``previous`` (if any)."""
-    before = asdict(previous) if previous else {}
-    tempo_bpm = round(_step_away(before.get("tempo_bpm"), *style.tempo_bpm, rng), 1)
-    tone = round(_step_away(before.get("tone"), 0.0, 1.0, rng), 4)
-    energy = round(_step_away(before.get("energy"), 0.1, 1.0, rng), 4)
-    shift = int(rng.integers(2, 11)) if previous else int(rng.integers(12))
-    pitch_class = (before.get("root_midi", 0) + shift) % 12
-    choices = [a for a in style.arrangements if previous is None or a != previous.arrangement]
-    arrangement = choices[rng.integers(len(choices))]
-    stripe_period = round(0.5 - 0.35 * tone, 4)
+def _section(style: Genre, theme: Theme, start_s: float, end_s: float) -> Section:
+    """A theme placed at ``[start_s, end_s)``, with the picture factors that follow from it."""
+    stripe_period = round(0.5 - 0.35 * theme.tone, 4)
     return Section(
         start_s=round(start_s, 6),
         end_s=round(end_s, 6),
-        tempo_bpm=tempo_bpm,
-        root_midi=36 + pitch_class,
-        key=KEY_NAMES[pitch_class],
-        progression=style.progressions[rng.integers(len(style.progressions))],
-        arrangement=arrangement,
-        instruments=tuple(p.voice for layer in arrangement for p in _layer_parts(style, layer)),
-        tone=tone,
-        cutoff_hz=round(600.0 * 2.0 ** (3.0 * tone), 1),
-        energy=energy,
-        loudness_db=round(-32.0 + 18.0 * energy, 2),
-        brightness=round(0.15 + 0.7 * energy, 4),
-        hue_deg=round((style.hue_deg + (pitch_class - 5.5) * 4.5) % 360.0, 2),
+        tempo_bpm=theme.tempo_bpm,
+        root_midi=36 + theme.pitch_class,
+        key=KEY_NAMES[theme.pitch_class],
+        progression=theme.progression,
+        arrangement=theme.arrangement,
+        instruments=tuple(p.voice for layer in theme.arrangement
+                          for p in _layer_parts(style, layer)),
+        tone=theme.tone,
+        cutoff_hz=round(600.0 * 2.0 ** (3.0 * theme.tone), 1),
+        energy=theme.energy,
+        loudness_db=round(-32.0 + 18.0 * theme.energy, 2),
+        brightness=round(0.15 + 0.7 * theme.energy, 4),
+        hue_deg=round((style.hue_deg + (theme.pitch_class - 5.5) * 4.5) % 360.0, 2),
         saturation=style.saturation,
         stripe_period=stripe_period,
-        motion_heights_per_s=round(stripe_period * tempo_bpm / 60.0, 4),
+        motion_heights_per_s=round(stripe_period * theme.tempo_bpm / 60.0, 4),
         shape=style.shape,
-        satellites=len(arrangement) - 1,
+        satellites=len(theme.arrangement) - 1,
     )
 
 
@@ -847,7 +871,8 @@ def generate_video(
     genre = _genre_for(seed, index)
     n_frames = max(1, int(round(_duration_for(duration_s, equal_length, plan_rng) * fps)))
     length_s = n_frames / fps
-    sections = plan_sections(genre, duration_s=length_s, fps=fps, rng=plan_rng)
+    sections = plan_sections(genre, duration_s=length_s, fps=fps, rng=plan_rng,
+                             palette=genre_palette(genre, seed=seed))
     audio = render_music(sections, genre=genre, duration_s=length_s, sample_rate_hz=audio_rate_hz,
                          rng=audio_rng)
     frames = render_frames(sections, genre=genre, duration_s=length_s, size=size, fps=fps,
