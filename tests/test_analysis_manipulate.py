@@ -208,3 +208,18 @@ def test_cli_curve_with_a_run(curve_store, tmp_path, capsys):
                                                "manipulate_hue.png"}
     assert cli.main(["analyze", "manipulate", str(run), str(root / "store"), "--attribute",
                      "hue", "--rates", "1,x"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attribute", ["hue", "tempo"])
+def test_curves_of_the_trained_demo_model_peak_at_one(demo, attribute):
+    """On synthetic data the model relies on hue (key) and tempo: changing either moves every
+    query away from its own partner, so the true pair's similarity is highest unchanged."""
+    from mvpt.analysis.manipulate import manipulation_curve
+
+    rates = (0.5, 0.75, 1.0, 1.25, 1.5)
+    result = manipulation_curve(demo["runs"]["mvpt"], demo["store"], attribute=attribute,
+                                rates=rates, split=None, max_items=12)
+    similarity = {p["rate"]: p["pair_similarity"] for p in result["curve"]}
+    assert similarity[1.0] == pytest.approx(result["reference"]["pair_similarity"], abs=1e-3)
+    assert all(similarity[1.0] > similarity[r] for r in rates if r != 1.0), similarity

@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
                 raise
             continue
         module.add_parser(actions, _common)
+    _all_parser(actions)
 
 
 def _common(p, *, default_out: str) -> None:
@@ -70,10 +71,8 @@ def _same_genre_parser(actions) -> None:
 
 
 def _manipulate_parser(actions) -> None:
-    try:
-        from mvpt.analysis.manipulate import add_curve_arguments
-    except ImportError:  # curve runner not built
-        return
+    from mvpt.analysis.manipulate import add_curve_arguments
+
     p = actions.add_parser("manipulate", help="retrieval accuracy against a media change rate r")
     add_curve_arguments(p)
     _common(p, default_out="analysis")
@@ -113,3 +112,68 @@ def run_same_genre(args) -> int:
     if not emit_json(args, {"results": results}):
         print(summary_markdown(results))
     return 0
+
+
+def _all_parser(actions) -> None:
+    p = actions.add_parser(
+        "all", help="every analysis the inputs allow, and one HTML report page",
+        description="RUN STORE: run every analysis of appendix C that the inputs allow into "
+        "--out (each writes JSON, markdown and PNG) and write report.html with every figure and "
+        "table; analyses whose inputs are missing are listed as skipped, with the reason.")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--baseline", action="append", default=None, metavar="RUN",
+                   help="a baseline run for the length-shortcut table (repeatable; default: the "
+                   "runs in folders beside RUN)")
+    p.add_argument("--genres", default=None, help="CSV/parquet id,genre, or a synthetic data "
+                   "folder (default: the store's genre annotation)")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="pictures in one folder per attribute class (attribute matrix)")
+    p.add_argument("--songs", default=None, metavar="DIR",
+                   help="multitrack songs in MedleyDB's layout (conditioning study)")
+    p.add_argument("--instrument", default=None, help="the conditioning study's instrument")
+    p.add_argument("--instrument-images", default=None, metavar="DIR",
+                   help="pictures of the instrument (conditioning study)")
+    p.add_argument("--videos", nargs="+", default=[], metavar="VIDEO",
+                   help="query videos of the conditioning study")
+    p.add_argument("--study-key", default=None, metavar="KEY.json")
+    p.add_argument("--study-responses", nargs="+", default=[], metavar="FILE")
+    p.add_argument("--quick", action="store_true",
+                   help="small settings: fewer rates, fewer simulation draws, fewer points")
+    p.add_argument("--max-items", type=positive_int, default=None, metavar="N",
+                   help="manipulation curves: only the first N items of the split")
+    p.add_argument("--only", default=None, help="comma-separated analyses to run (default all)")
+    _common(p, default_out="analysis")
+    p.set_defaults(func=run_all_command)
+
+
+def run_all_command(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from mvpt.analysis.report import Inputs, find_baselines, run_all
+
+    def path(value):
+        return None if value is None else Path(value)
+
+    run = Path(args.run)
+    baselines = ([Path(b) for b in args.baseline] if args.baseline is not None
+                 else find_baselines(run))
+    inputs = Inputs(run=run, store=Path(args.store), out=Path(args.out), baselines=baselines,
+                    genres=args.genres, images=path(args.images), songs=path(args.songs),
+                    instrument=args.instrument, instrument_images=path(args.instrument_images),
+                    videos=[Path(v) for v in args.videos], study_key=path(args.study_key),
+                    study_responses=[Path(r) for r in args.study_responses], split=args.split,
+                    seed=args.seed, quick=args.quick, max_items=args.max_items)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    def say(name):
+        print(f"analyze all: {name} ...", file=sys.stderr, flush=True)
+
+    report = run_all(inputs, only=only, progress=say)
+    if not emit_json(args, report):
+        for entry in report["analyses"]:
+            reason = f" ({entry['reason']})" if entry.get("reason") else ""
+            print(f"  {entry['name']:<22} {entry['status']}{reason}")
+        print(f"report: {Path(args.out) / 'report.html'}")
+    failed = [e["name"] for e in report["analyses"] if e["status"] == "failed"]
+    return 1 if failed else 0
