@@ -1,6 +1,7 @@
 """The model library: factory and configs, masking, baselines, loss, checkpoints, embed API."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -111,6 +112,32 @@ def test_mvpt_sees_clip_order_and_mlp_does_not(rng):
         model = tiny_model(name).eval()
         forward, backward = model.encode("audio", x, mask), model.encode("music", x.flip(1), mask)
         assert (not torch.allclose(forward, backward, atol=1e-4)) == order_matters, name
+
+
+def test_sinusoidal_positions_are_the_original_transformers():
+    from mvpt.models.mvpt import sinusoids
+
+    table = sinusoids(30, 8)
+    assert table.shape == (30, 8)
+    for pos in (0, 1, 17):
+        for i in range(4):
+            angle = pos / 10000 ** (2 * i / 8)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    assert sinusoids(5, 7).shape == (5, 7)
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_positional_option_and_what_a_checkpoint_holds(positional):
+    from mvpt.models.mvpt import MVPt, MVPtConfig
+
+    config = MVPtConfig(name="t", d_hidden=16, d_feedforward=32, max_clips=12,
+                        positional=positional)
+    model = MVPt(config, video_dim=6, audio_dim=5)
+    keys = [k for k in model.state_dict() if "pos_embedding" in k]
+    assert bool(keys) == (positional == "learned")  # the fixed table is not saved
+    with pytest.raises(ModelError, match="positional"):
+        MVPtConfig(name="t", positional="rotary")
 
 
 def test_encode_rejects_bad_inputs():

@@ -126,7 +126,7 @@ def embed_query(index: Index, query_path) -> tuple[np.ndarray, np.ndarray, float
     """(vectors [m, d], window spans in seconds [m, 2], duration in seconds) of a query file."""
     modality = _QUERY_OF[index.modality]
     try:
-        result = _extractor(index, modality).extract_file(query_path)
+        result = run_extractor(index, modality).extract_file(query_path)
     except MediaError as exc:
         if "stream" not in exc.reason:
             raise
@@ -140,8 +140,9 @@ def embed_query(index: Index, query_path) -> tuple[np.ndarray, np.ndarray, float
     return vectors, spans, float(result.duration_s)
 
 
-def _extractor(index: Index, modality: str):
-    """The run's extractor for ``modality``, kept on the index object (weights load once)."""
+def run_extractor(index: Index, modality: str):
+    """The run's extractor for ``modality``, kept on the index object (weights load once).
+    ``index`` may be any object with a ``run`` attribute (a :class:`mvpt.index.RunModel`)."""
     cache = index.__dict__.setdefault("_extractors", {})
     if modality not in cache:
         cache[modality] = index.run.extractor(modality)
@@ -189,13 +190,21 @@ def load_image(path: str | Path, *, size: tuple[int, int], resize_mode: str = "c
 def attribute_direction(index: Index, images: Iterable[str | Path], *, clips: int) -> np.ndarray:
     """float32 [d] unit vector: the mean video-tower embedding of the images as still videos of
     ``clips`` clips."""
-    encoder = _extractor(index, "video").video
+    encoder = run_extractor(index, "video").video
     frames = np.stack([load_image(p, size=tuple(encoder.image_size),
                                   resize_mode=encoder.resize_mode) for p in image_files(images)])
+    mean = still_embeddings(index, frames, clips=clips).mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def still_embeddings(index: Index, frames: np.ndarray, *, clips: int) -> np.ndarray:
+    """float32 [n, d]: each uint8 RGB picture of ``frames`` [n, h, w, 3] (at the frame encoder's
+    size, see :func:`load_image`) as a still video of ``clips`` clips through the run's frame
+    encoder and video tower, in one batch."""
+    encoder = run_extractor(index, "video").video
     features = np.asarray(encoder.encode_frames(frames), dtype=np.float32)
     stills = [np.repeat(f[None, :], clips, axis=0) for f in features]
-    mean = index.run.embed("video", stills).mean(axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+    return np.asarray(index.run.embed("video", stills), dtype=np.float32)
 
 
 def condition_queries(queries: np.ndarray, direction: np.ndarray, *, strength: float) -> np.ndarray:

@@ -150,13 +150,15 @@ def still_embeddings(run, queries: Sequence[Query], *, clips: int,
     :func:`mvpt.recommend.attribute_direction` (its image loading, :func:`mvpt.recommend.
     load_image`, included) for one picture at a time, batched: the frame encoder runs several
     times faster on a batch than on single pictures."""
-    from mvpt.recommend import _extractor, load_image
+    from mvpt.recommend import load_image, run_extractor
+    from mvpt.recommend import still_embeddings as still_batch
 
     if clips < 1:
         raise UsageError(f"clips must be >= 1, got {clips}")
     if not queries:
         raise UsageError("no picture to embed")
-    encoder = _extractor(RunHolder(run), "video").video
+    holder = RunHolder(run)
+    encoder = run_extractor(holder, "video").video
     size = tuple(encoder.image_size)
     out = []
     with tempfile.TemporaryDirectory(prefix="mvpt-crops-") as tmp:
@@ -168,9 +170,7 @@ def still_embeddings(run, queries: Sequence[Query], *, clips: int,
                     path = write_png(Path(tmp) / f"crop-{k}.png",
                                      crop_box(read_rgb(query.path), query.box, source=query.path))
                 frames.append(load_image(path, size=size, resize_mode=encoder.resize_mode))
-            features = np.asarray(encoder.encode_frames(np.stack(frames)), dtype=np.float32)
-            out.append(run.embed("video", [np.repeat(f[None, :], clips, axis=0)
-                                           for f in features]))
+            out.append(still_batch(holder, np.stack(frames), clips=clips))
     return np.concatenate(out).astype(np.float32)
 
 

@@ -2,8 +2,9 @@
 L2-normalised embedding space (the paper's model; seed appendix B).
 
 Per modality: (optional LayerNorm of the input features, our addition for features of any scale)
--> linear projection to ``d_hidden`` (256) -> + learned positional embeddings (at most
-``max_clips`` = K positions) -> ``n_layers`` (2) pre-LN Transformer encoder layers with
+-> linear projection to ``d_hidden`` (256) -> + positional encodings (at most ``max_clips`` = K
+positions; the original Transformer's fixed sinusoids by default, since the appendix follows that
+design; learned embeddings as an option) -> ``n_layers`` (2) pre-LN Transformer encoder layers with
 ``n_heads`` (2) heads -> pooling over the valid clips only (masked mean, or a CLS token) ->
 linear projection to ``d_joint`` -> L2 normalisation.
 
@@ -16,6 +17,7 @@ This module also holds what every model shares: :class:`ModelConfig`, :class:`Jo
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -51,6 +53,7 @@ class MVPtConfig(ModelConfig):
     d_feedforward: int = 1024
     dropout: float = 0.1
     pooling: str = "mean"  # "mean" over valid clips, or "cls"
+    positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
     input_norm: bool = True
     temperature_init: float = 0.07
     temperature_min: float = 0.01
@@ -59,6 +62,9 @@ class MVPtConfig(ModelConfig):
         if self.pooling not in ("mean", "cls"):
             raise ModelError(f"model {self.name!r}: pooling must be 'mean' or 'cls', "
                              f"got {self.pooling!r}")
+        if self.positional not in ("sinusoidal", "learned"):
+            raise ModelError(f"model {self.name!r}: positional must be 'sinusoidal' or 'learned', "
+                             f"got {self.positional!r}")
         if self.d_hidden % self.n_heads:
             raise ModelError(f"model {self.name!r}: d_hidden {self.d_hidden} is not divisible "
                              f"by n_heads {self.n_heads}")
@@ -113,6 +119,17 @@ class JointEmbedder(nn.Module):
         return self.encode("video", video, video_mask), self.encode("audio", audio, audio_mask)
 
 
+def sinusoids(n_positions: int, dim: int) -> torch.Tensor:
+    """The original Transformer's positional encoding [n_positions, dim]: sin and cos of the
+    position at geometrically spaced wavelengths from 2 pi to 10000 * 2 pi."""
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    rates = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim)
+    table[:, 0::2] = torch.sin(position * rates)
+    table[:, 1::2] = torch.cos(position * rates[: dim // 2])
+    return table
+
+
 class SequenceEncoder(nn.Module):
     """One modality's branch of MVPt: clip features [B, L, D] -> joint embedding [B, d_joint]."""
 
@@ -123,7 +140,11 @@ class SequenceEncoder(nn.Module):
         self.input_norm = nn.LayerNorm(input_dim) if c.input_norm else nn.Identity()
         self.input_proj = nn.Linear(input_dim, c.d_hidden)
         n_positions = c.max_clips + (1 if c.pooling == "cls" else 0)
-        self.pos_embedding = nn.Parameter(torch.randn(n_positions, c.d_hidden) * 0.02)
+        if c.positional == "learned":
+            self.pos_embedding = nn.Parameter(torch.randn(n_positions, c.d_hidden) * 0.02)
+        else:  # a buffer, not saved: it is the same for every model of this size
+            self.register_buffer("pos_embedding", sinusoids(n_positions, c.d_hidden),
+                                 persistent=False)
         self.cls_token = (nn.Parameter(torch.randn(1, 1, c.d_hidden) * 0.02)
                           if c.pooling == "cls" else None)
         self.dropout = nn.Dropout(c.dropout)
