@@ -61,6 +61,12 @@ def test_every_analysis_is_done_or_skipped_with_a_reason(report_dir, demo):
                 assert matplotlib.image.imread(path).shape[0] > 50
             if name.endswith(".json"):
                 json.loads(path.read_text())
+    # the same-genre baseline on the demo data: closed form = simulation, above chance
+    for level in json.loads((report_dir / "same_genre.json").read_text())["results"]:
+        expected, chance = level["expected"], level["chance"]
+        assert expected["video_to_music_R@1"] > chance["video_to_music_R@1"], level["level"]
+        assert level["simulated"]["video_to_music_R@1"] == pytest.approx(
+            expected["video_to_music_R@1"], abs=0.1)
     curve = json.loads((report_dir / "manipulate_hue.json").read_text())
     assert [p["rate"] for p in curve["curve"]] == [0.5, 0.75, 1.0, 1.25, 1.5]
     page = (report_dir / "report.html").read_text()

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--videos", type=positive_int, default=None,
                    help="number of synthetic videos (default 160)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="training epochs for MVPt and the MLP (default 30)")
+                   help="training epochs for MVPt and the MLP (default 60)")
     p.add_argument("--tiny", action="store_true", help="a much smaller demo (for tests)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_json_option(p)
