@@ -7,6 +7,7 @@ import pytest
 
 from mvpt.data.genres import (
     GENRE_FIRST,
+    GENRE_LAST,
     annotation_path,
     genre_class_names,
     genre_from_scores,
@@ -32,6 +33,19 @@ def test_genre_is_argmax_of_mean_over_clips():
     scores[0, rock] = 0.9
     scores[1:, jazz] = 0.6  # mean 0.4 beats rock's 0.3
     assert genre_from_scores(scores, names) == ("Jazz", pytest.approx(0.4))
+
+
+def test_relative_genre_is_the_class_most_above_the_collection_mean():
+    names = genre_class_names()
+    jazz = GENRE_FIRST + names.index("Jazz")
+    rock = GENRE_FIRST + names.index("Rock music")
+    scores = np.zeros((2, 521))
+    scores[:, jazz] = 0.5  # high, but every track of the collection has 0.5 of it
+    scores[:, rock] = 0.2  # low, but twice the collection's 0.1
+    prior = np.full(GENRE_LAST - GENRE_FIRST + 1, 1e-3)
+    prior[jazz - GENRE_FIRST], prior[rock - GENRE_FIRST] = 0.5, 0.1
+    assert genre_from_scores(scores, names)[0] == "Jazz"
+    assert genre_from_scores(scores, names, prior=prior) == ("Rock music", pytest.approx(0.2))
 
 
 def test_missing_annotation_and_unknown_tagger_are_clear(tmp_path):

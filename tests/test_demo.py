@@ -53,7 +53,9 @@ def test_demo_store_genres_and_figure(demo, tmp_path):
 
     from mvpt.data.genres import read_genres, tag_genres, write_genre_stats
 
-    tag_genres(demo["store"])
+    # YAMNet hears (almost) every synthesiser track as "Electronic music"; relative tagging takes
+    # the genre each track has most compared with the rest of the store
+    tag_genres(demo["store"], relative=True)
     genres = read_genres(demo["store"])
     assert len(genres) >= 30 and len(set(genres.values())) >= 3, genres
     write_genre_stats(demo["store"], tmp_path / "stats")

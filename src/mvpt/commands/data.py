@@ -102,6 +102,9 @@ def _add_genres(sub) -> None:
                        description="Write STORE/annotations/genre.parquet (id, genre, score, tagger).")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--tagger", default="yamnet", choices=["yamnet", "musicnn"])
+    p.add_argument("--relative", action="store_true",
+                   help="yamnet: each track takes the genre it has most relative to the store's "
+                   "mean (for collections where one class, say Electronic music, tops every track)")
     add_json_option(p)
     p.set_defaults(func=_run_genres)
 
@@ -111,7 +114,7 @@ def _run_genres(args) -> int:
 
     from mvpt.data.genres import read_genres, tag_genres
 
-    out = tag_genres(args.store, tagger=args.tagger)
+    out = tag_genres(args.store, tagger=args.tagger, relative=args.relative)
     counts = Counter(read_genres(args.store).values())
     if not emit_json(args, {"annotation": str(out), "counts": dict(counts.most_common())}):
         print(f"genres: {sum(counts.values())} tracks, {len(counts)} genres -> {out}")

@@ -3,7 +3,8 @@
 Offline tagger ``yamnet``: the track's per-clip YAMNet class probabilities (the store's
 ``audio_scores``) are averaged over its clips, and the argmax over AudioSet's "Music genre" subtree
 (YAMNet indices 211 "Pop music" .. 260 "Independent music", checked by name) is its genre; the
-score is that class's mean probability. The paper used musicnn's MSD tagger; ``musicnn`` is an
+score is that class's mean probability. ``relative`` tagging takes instead the class whose mean
+most exceeds the whole store's mean for it. The paper used musicnn's MSD tagger; ``musicnn`` is an
 optional tagger here (imported only when asked; UNTESTED, needs the musicnn package).
 
 Written to ``STORE/annotations/genre.parquet`` (columns id, genre, score, tagger), atomically.
@@ -44,23 +45,32 @@ def genre_class_names() -> tuple[str, ...]:
     return names[GENRE_FIRST:GENRE_LAST + 1]
 
 
-def genre_from_scores(clip_scores: np.ndarray, genre_names: tuple[str, ...]) -> tuple[str, float]:
-    """(genre, mean probability) from per-clip class probabilities [n_clips, 521]."""
+def genre_from_scores(clip_scores: np.ndarray, genre_names: tuple[str, ...], *,
+                      prior: np.ndarray | None = None) -> tuple[str, float]:
+    """(genre, mean probability) from per-clip class probabilities [n_clips, 521]. With
+    ``prior`` (the collection's mean probability of each genre class), the genre is the class
+    whose mean most exceeds its prior (largest ratio); the score stays its mean probability."""
     mean = np.asarray(clip_scores, dtype=np.float64).mean(axis=0)[GENRE_FIRST:GENRE_LAST + 1]
-    best = int(mean.argmax())
+    ranking = mean if prior is None else mean / np.maximum(prior, 1e-9)
+    best = int(ranking.argmax())
     return genre_names[best], float(mean[best])
 
 
-def _yamnet_tags(store) -> list[dict]:
+def _yamnet_tags(store, *, relative: bool = False) -> list[dict]:
     if SCORES_ARRAY not in store.array_dims:
         raise StoreError(f"{store.path}: no {SCORES_ARRAY} array (extract with the yamnet audio "
                          "encoder)")
     names = genre_class_names()
     feats = store.load(arrays=[SCORES_ARRAY])
+    track_means = [np.asarray(feats.item(i, SCORES_ARRAY), np.float64).mean(axis=0)
+                   for i in range(len(feats.ids))]
+    prior = (np.mean(track_means, axis=0)[GENRE_FIRST:GENRE_LAST + 1]
+             if relative and track_means else None)
     rows = []
     for i, item_id in enumerate(feats.ids):
-        genre, score = genre_from_scores(feats.item(i, SCORES_ARRAY), names)
-        rows.append({"id": item_id, "genre": genre, "score": score, "tagger": "yamnet"})
+        genre, score = genre_from_scores(feats.item(i, SCORES_ARRAY), names, prior=prior)
+        rows.append({"id": item_id, "genre": genre, "score": score,
+                     "tagger": "yamnet-relative" if relative else "yamnet"})
     return rows
 
 
@@ -80,8 +90,11 @@ def _musicnn_tags(store) -> list[dict]:
     return rows
 
 
-def tag_genres(store_path: str | Path, *, tagger: str = "yamnet") -> Path:
-    """Tag every done item of the store; returns the annotation file written."""
+def tag_genres(store_path: str | Path, *, tagger: str = "yamnet", relative: bool = False) -> Path:
+    """Tag every done item of the store; returns the annotation file written. ``relative``
+    (yamnet only): each track takes the genre class it has most relative to the whole store's
+    mean, so that a class the tagger gives every track (YAMNet hears all synthesiser music as
+    "Electronic music") does not label them all."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -90,7 +103,9 @@ def tag_genres(store_path: str | Path, *, tagger: str = "yamnet") -> Path:
     if tagger not in TAGGERS:
         raise UsageError(f"unknown genre tagger {tagger!r}; choose one of {', '.join(TAGGERS)}")
     store = FeatureStore.open(store_path)
-    rows = _yamnet_tags(store) if tagger == "yamnet" else _musicnn_tags(store)
+    if relative and tagger != "yamnet":
+        raise UsageError("relative genre tagging works with the yamnet tagger only")
+    rows = _yamnet_tags(store, relative=relative) if tagger == "yamnet" else _musicnn_tags(store)
     table = pa.table({k: [r[k] for r in rows] for k in ("id", "genre", "score", "tagger")},
                      schema=pa.schema([("id", pa.string()), ("genre", pa.string()),
                                        ("score", pa.float32()), ("tagger", pa.string())]))
