@@ -391,3 +391,15 @@ def test_listing_loads_no_model_code():
 def test_unknown_encoder():
     with pytest.raises(EncoderError, match="unknown encoder 'nope'"):
         get_encoder("nope")
+
+
+def test_encoding_leaves_subnormal_floats_alone():
+    """Flushing denormals speeds the frame encoder up, but the CPU flag is process-wide: it is
+    set only while encoding and restored after, so later code keeps IEEE subnormals."""
+    import sys
+
+    from mvpt.encoders import get_encoder
+
+    encoder = get_encoder("efficientnet-lite0")
+    encoder.encode_frames(np.zeros((1, 224, 224, 3), np.uint8))
+    assert sys.float_info.min / 2 > 0.0

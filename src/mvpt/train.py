@@ -53,6 +53,7 @@ import torch
 import torch.distributed as dist
 
 from mvpt.embed import encode_sequences
+from mvpt.encoders.base import denormals_flushed
 from mvpt.errors import ModelError, UsageError
 from mvpt.models.checkpoint import (
     CHECKPOINT_NAMES,
@@ -342,10 +343,11 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     try:
         run = _prepare(store_path, out_dir, config=config, ctx=ctx, resume=resume,
                        model_overrides=model_overrides or {})
-        if run.model.config.kind == "linear":
-            _fit_linear(run)
-        else:
-            _train_epochs(run, progress=progress)
+        with denormals_flushed():
+            if run.model.config.kind == "linear":
+                _fit_linear(run)
+            else:
+                _train_epochs(run, progress=progress)
         return _summary(run)
     finally:
         if ctx.initialised_here:

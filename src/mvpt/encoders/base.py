@@ -9,7 +9,9 @@ output dimension and the preprocessing it expects.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -173,14 +175,28 @@ def cpu_thread_count() -> int:
 
 
 def set_torch_threads() -> int:
-    """Use every CPU core for intra-op work; returns the thread count. Also flushes denormals,
-    which made small Transformers 5-10x slower on CPU here."""
+    """Use every CPU core for intra-op work; returns the thread count."""
     import torch
 
     n = cpu_thread_count()
     torch.set_num_threads(n)
-    torch.set_flush_denormal(True)
     return n
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Flush denormal floats to zero inside the block (they made small Transformers 5-10x slower
+    on CPU here), then restore the caller's setting: the CPU flag is process-wide, and code
+    that needs IEEE subnormals (hypothesis, numerical libraries) must not inherit it."""
+    import torch
+
+    was_flushing = sys.float_info.min / 2 == 0.0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not was_flushing:
+            torch.set_flush_denormal(False)
 
 
 def package_version(dist_name: str) -> str | None:

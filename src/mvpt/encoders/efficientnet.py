@@ -22,6 +22,7 @@ from mvpt.encoders.base import (
     package_licence,
     package_version,
     register,
+    denormals_flushed,
     set_torch_threads,
 )
 from mvpt.errors import EncoderError
@@ -142,7 +143,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
             raise EncoderError(f"{NAME} needs uint8 frames [n, {IMAGE_SIZE}, {IMAGE_SIZE}, 3], "
                                f"got {frames.dtype} {frames.shape}")
         out = np.empty((len(frames), FEATURE_DIM), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), denormals_flushed():
             for start in range(0, len(frames), self.batch_size):
                 batch = torch.from_numpy(frames[start : start + self.batch_size]).permute(0, 3, 1, 2)
                 x = batch.float().mul_(2.0 / 255.0).sub_(1.0)  # channels-last layout, as permuted

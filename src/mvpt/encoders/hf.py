@@ -33,6 +33,7 @@ from mvpt.encoders.base import (
     check_clip_bounds,
     check_mono_wave,
     register,
+    denormals_flushed,
     set_torch_threads,
 )
 from mvpt.errors import EncoderError
@@ -224,7 +225,7 @@ class ClipEncoder(FrameEncoder):
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise EncoderError(f"clip needs uint8 frames [n, height, width, 3], got {frames.dtype} {frames.shape}")
         out = np.empty((len(frames), self.dim), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), denormals_flushed():
             for start in range(0, len(frames), self.batch_size):
                 pixels = self._pixels(frames[start : start + self.batch_size])
                 embeds = self._model(pixel_values=pixels).image_embeds
@@ -285,7 +286,7 @@ class ClapEncoder(AudioEncoder):
         wave = check_mono_wave(wave, encoder=self.name)
         pieces = self._clip_waves(wave, check_clip_bounds(clip_bounds_s))
         out = np.empty((len(pieces), self.dim), np.float32)
-        with torch.inference_mode():
+        with torch.inference_mode(), denormals_flushed():
             for start in range(0, len(pieces), self.batch_size):
                 batch = pieces[start : start + self.batch_size]
                 features = self._extractor(batch, sampling_rate=self.sample_rate_hz, truncation=self._truncation,
