@@ -242,3 +242,25 @@ def test_ids_from_file_names_are_made_unique(tmp_path):
     with pytest.raises(Exception, match="given to two files"):
         _unique_ids([Item("k", "p1", "train", named=True), Item("k", "p2", "train", named=True)],
                     {})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def test_decode_workers_exit_when_their_parent_is_killed():
+    script = Path(__file__).parent / "fixtures" / "orphan_pool.py"
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    assert _alive(worker)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), "the decode worker outlived its killed parent"

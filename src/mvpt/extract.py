@@ -17,6 +17,9 @@ import concurrent.futures as cf
 import csv
 import hashlib
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +208,18 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded:
         return Decoded(item, error=f"{item.path}: unexpected {type(exc).__name__}: {exc}")
 
 
+def exit_with_parent(parent_pid: int, *, poll_s: float = 0.5) -> None:
+    """Pool initializer: end this worker process when ``parent_pid`` is no longer its parent (the
+    parent was killed), so a killed extraction leaves no decoder behind."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int,
                     prefetch: int = 2) -> Iterator[Decoded]:
     """Decoded items in order; with workers > 0, decoding runs ahead in other processes."""
@@ -213,7 +228,8 @@ def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int,
             yield decode_item(it, spec)
         return
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=exit_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         queue = iter(items)
         for it in queue:
