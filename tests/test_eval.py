@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from mvpt.eval import (
     pool_indices, retrieval_metrics, segment_windows, track_windows,
 )
 from mvpt.store import FeatureStore, ItemResult
+from tests.fixtures.runs import save_mean_run
 
 KS = (1, 5, 10)
 
@@ -307,58 +306,37 @@ def test_evaluate_refuses_empty_split_and_long_segments(tmp_path, rng):
 
 
 # ---------------------------------------------------------------------------- run loading + CLI
-@pytest.fixture
-def fake_embed_module(monkeypatch):
-    """A stand-in for mvpt.embed whose model is the mean of clip features."""
-    module = types.ModuleType("mvpt.embed")
-    module.loaded = None
-
-    def load_model(run_dir, *, which="best"):
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        module.loaded = types.SimpleNamespace(manifest=manifest, config={},
-                                              run_config={"max_clips": 20}, which=which)
-        return module.loaded
-
-    def embed_sequences(loaded, modality, sequences, batch_size=256):
-        return MeanEmbed()(modality, sequences)
-
-    module.load_model, module.embed_sequences = load_model, embed_sequences
-    monkeypatch.setitem(sys.modules, "mvpt.embed", module)
-    monkeypatch.setattr(mvpt, "embed", module, raising=False)
-    return module
+def make_run(path, store, *, max_clips=20):
+    """A real run (see tests/fixtures/runs.py) that embeds as MeanEmbed does."""
+    return save_mean_run(path, store.manifest, max_clips=max_clips, names=("best", "last"))
 
 
-def make_run(path, store):
-    path.mkdir()
-    (path / "manifest.json").write_text(json.dumps(store.manifest))
-
-
-def test_evaluate_loads_the_run_and_refuses_other_encoders(tmp_path, rng, fake_embed_module):
+def test_evaluate_loads_the_run_and_refuses_other_encoders(tmp_path, rng):
     store = make_store(tmp_path / "store", [45, 25, 31], rng=rng)
     make_run(tmp_path / "run", store)
     result = evaluate(tmp_path / "run", tmp_path / "store", which="last")
-    assert fake_embed_module.loaded.which == "last"
+    assert result["which"] == "last"
+    # K is the model's (20), not the store's (30), and the run embeds as the mean of its window.
     assert result["max_clips"] == 20 and result["metrics"]["mean_R@10"] == 1.0
-    other = dict(store.manifest, encoders=dict(store.manifest["encoders"],
-                                               audio={"name": "other", "version": "1", "dim": DIM}))
-    (tmp_path / "run" / "manifest.json").write_text(json.dumps(other))
+    same = evaluate(None, tmp_path / "store", embed_fn=MeanEmbed(), max_clips=20)
+    assert result["metrics"] == pytest.approx(same["metrics"])
+    with pytest.raises(UsageError, match="the model's config owns K"):
+        evaluate(tmp_path / "run", tmp_path / "store", max_clips=30)
+    other = FeatureStore.create(tmp_path / "other", dict(
+        store.manifest, encoders=dict(store.manifest["encoders"],
+                                      audio={"name": "other", "version": "1", "dim": DIM})))
     with pytest.raises(ModelError, match="audio encoder"):
-        evaluate(tmp_path / "run", tmp_path / "store")
+        evaluate(tmp_path / "run", other.path)
 
 
-def test_evaluate_calls_check_store_when_the_loader_has_it(tmp_path, rng, fake_embed_module):
-    store = make_store(tmp_path / "store", [25, 25], rng=rng)
-    make_run(tmp_path / "run", store)
-
-    def refuse(loaded, store):
-        raise ModelError(f"{store.path}: refused")
-
-    fake_embed_module.check_store = refuse
-    with pytest.raises(ModelError, match="refused"):
-        evaluate(tmp_path / "run", tmp_path / "store")
+def test_evaluate_takes_a_loaded_run(tmp_path, rng):
+    store = make_store(tmp_path / "store", [25, 25, 31], rng=rng)
+    run = mvpt.load_run(make_run(tmp_path / "run", store))
+    result = evaluate(run, tmp_path / "store")
+    assert result["run"] == str((tmp_path / "run").resolve()) and result["max_clips"] == 20
 
 
-def test_cli_prints_tables_and_json(tmp_path, rng, fake_embed_module, capsys):
+def test_cli_prints_tables_and_json(tmp_path, rng, capsys):
     store = make_store(tmp_path / "store", [25, 25, 31, 8], rng=rng)
     make_run(tmp_path / "run", store)
     assert cli.main(["eval", str(tmp_path / "run"), str(tmp_path / "store"),
@@ -376,7 +354,7 @@ def test_cli_prints_tables_and_json(tmp_path, rng, fake_embed_module, capsys):
     assert out["results"][0]["same_length"] is True and len(out["results"]) == 1
 
 
-def test_cli_reports_missing_store_in_one_line(tmp_path, capsys, fake_embed_module):
+def test_cli_reports_missing_store_in_one_line(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path / "run"), str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert "not a feature store" in err and len(err.strip().splitlines()) == 1

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 import torch
 
-from mvpt import index as index_mod
+import mvpt
+
 from mvpt.cli import main
 from mvpt.clips import sliding_windows
 from mvpt.encoders.base import (
@@ -33,6 +34,7 @@ from mvpt.encoders.base import (
 )
 from mvpt.errors import SearchIndexError, UsageError
 from mvpt.index import Index, build_index, open_index, rebuild_index, remove_items
+from mvpt.run import file_sha256
 from mvpt.store import FeatureStore
 from tests.fixtures.media_factory import write_video
 
@@ -176,6 +178,9 @@ def library(tmp_path_factory) -> list[Path]:
 
 
 def build(run, media, out, **kw):
+    """build_index with 10 s windows every 5 s (the settings these tests were written for),
+    unless others are given."""
+    kw = {"window_s": 10.0, "stride_s": 5.0, **kw}
     return build_index(run, media, out, progress=False, decode_workers=0, **kw)
 
 
@@ -291,10 +296,19 @@ def test_build_index_windows_and_manifest(tmp_path, linear_run, library):
     assert (rows["title"] == "low-high-mid").all()  # no title tag: the file stem
     manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
     assert manifest["windows"]["window_s"] == 10.0 and manifest["windows"]["stride_s"] == 5.0
-    assert manifest["run"]["checkpoint_sha256"] == index_mod.file_sha256(linear_run / "best.pt")
+    assert manifest["run"]["checkpoint_sha256"] == file_sha256(linear_run / "best.pt")
     assert manifest["search"]["kind"] == "exact" and manifest["vectors"] == 13
     store = FeatureStore.open(tmp_path / "idx" / "store")
     assert set(store.array_dims) == {"audio"}  # a music index extracts no frames
+
+
+def test_default_windows_are_the_runs_longest_input_every_third(tmp_path, linear_run, library):
+    run = mvpt.load_run(linear_run)
+    summary = build_index(run, library[:1], tmp_path / "idx", progress=False, decode_workers=0)
+    windows = json.loads((tmp_path / "idx" / "index.json").read_text())["windows"]
+    assert run.window_s == 30.0
+    assert (windows["window_s"], windows["stride_s"]) == (30.0, 10.0)
+    assert summary.windows == 1  # a 30 s track is one 30 s window
 
 
 def test_adding_files_extracts_and_encodes_only_them(tmp_path, linear_run, library):
@@ -347,7 +361,7 @@ def test_resume_after_kill_during_indexing(tmp_path, linear_run, library, monkey
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies between the new files and the manifest
 
-    monkeypatch.setattr(index_mod, "atomic_write_json", killed)
+    monkeypatch.setattr(sys.modules["mvpt.index"], "atomic_write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         build(linear_run, library, out)
     monkeypatch.undo()
@@ -364,7 +378,7 @@ def test_resume_after_kill_during_indexing(tmp_path, linear_run, library, monkey
 
 def test_resume_after_kill_during_the_first_commit(tmp_path, linear_run, library, monkeypatch):
     out = tmp_path / "idx"
-    monkeypatch.setattr(index_mod, "atomic_write_json", lambda *a, **k: sys.exit(9))
+    monkeypatch.setattr(sys.modules["mvpt.index"], "atomic_write_json", lambda *a, **k: sys.exit(9))
     with pytest.raises(SystemExit):
         build(linear_run, library[:2], out)
     monkeypatch.undo()
@@ -391,7 +405,7 @@ def test_resume_after_kill_during_extraction(tmp_path, linear_run, library, monk
         real_extract(*args, **{**kwargs, "shard_size": 2, "max_shards": 1})
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mvpt.extract.extract", extract_then_die)
+    monkeypatch.setattr(sys.modules["mvpt.extract"], "extract", extract_then_die)
     with pytest.raises(KeyboardInterrupt):
         build(linear_run, library, out)
     monkeypatch.undo()
@@ -453,7 +467,7 @@ def test_index_cli(tmp_path, linear_run, library, capsys):
     summary = json.loads(done.stdout)
     assert summary["items"] == 2 and summary["added_items"] == ["low-high-mid", "mid-mid"]
     done = run_cli(capsys, "index", "--out", out, "--remove", "mid-mid")
-    assert done.returncode == 0 and "removed 1 item(s), 3 windows" in done.stdout
+    assert done.returncode == 0 and "removed 1 item(s), 1 windows" in done.stdout  # 20 s: one 30 s window
     done = run_cli(capsys, "index", "--out", out)
     assert done.returncode == 2 and "give a RUN" in done.stderr
     other = make_linear_run(tmp_path / "other", audio_map=np.eye(3) * 3)

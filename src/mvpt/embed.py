@@ -1,8 +1,5 @@
-"""Embed clip-feature sequences with a trained run: the API used by eval, index and recommend.
-
-    loaded = load_model("runs/a", which="best", device="cpu")
-    check_store(loaded, FeatureStore.open("store"))          # refuses features of other encoders
-    music = embed_sequences(loaded, "audio", [seq_1, seq_2])  # float32 [2, d_joint], unit norm
+"""Embed clip-feature sequences with a model: the batching under :meth:`mvpt.run.Run.embed`
+and training's validation.
 
 A sequence is float16/32 [n_clips, dim] with n_clips >= 1; one longer than the model's K clips is
 read through its centred window of K clips (the test-time rule of the paper). Works for every
@@ -16,21 +13,7 @@ import torch
 
 from mvpt.clips import clip_window
 from mvpt.errors import ModelError
-from mvpt.models.checkpoint import LoadedRun, check_compatible, load_run
 from mvpt.models.mvpt import JointEmbedder, canonical_modality
-
-LoadedModel = LoadedRun
-
-
-def load_model(run_dir, *, which: str = "best", device: str = "cpu") -> LoadedModel:
-    """The model of a run folder (or a .pt file), ready to embed, in eval mode on ``device``."""
-    return load_run(run_dir, which=which, device=device)
-
-
-def check_store(loaded: LoadedModel, store) -> None:
-    """Raise ModelError when ``store`` (a FeatureStore) holds features of other encoders or clip
-    length than the model was trained on."""
-    check_compatible(loaded, store.manifest, store_path=store.path)
 
 
 def centred(sequence: np.ndarray, max_clips: int) -> np.ndarray:
@@ -77,12 +60,3 @@ def encode_sequences(model: JointEmbedder, modality: str, sequences: list[np.nda
                            torch.from_numpy(mask).to(device))
         out[idx] = emb.float().cpu().numpy()
     return out
-
-
-def embed_sequences(loaded: LoadedModel, modality: str, sequences: list[np.ndarray], *,
-                    batch_size: int = 256) -> np.ndarray:
-    """float32 [n, d_joint] L2-normalised embeddings of ``sequences`` (each [n_clips, dim],
-    n_clips >= 1; longer than K clips: the centred window of K clips)."""
-    loaded.model.eval()
-    return encode_sequences(loaded.model, modality, list(sequences), batch_size=batch_size,
-                            device=loaded.device)

@@ -21,13 +21,12 @@ beside chance computed from the same pools.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from mvpt.clips import clip_window, segments
-from mvpt.errors import ModelError, StoreError, UsageError
+from mvpt.errors import StoreError, UsageError
 
 DIRECTIONS = ("video_to_music", "music_to_video")
 LEVELS = ("track", "segment")
@@ -248,7 +247,7 @@ def evaluate(
     embed_fn: EmbedFn | None = None,
     max_clips: int | None = None,
 ) -> dict:
-    """Evaluate run ``run_dir`` (its ``which`` checkpoint) on ``split`` of the feature store at one
+    """Evaluate ``run_dir`` (a :class:`~mvpt.run.Run`, or a run folder loaded at ``which``) on ``split`` of the feature store at one
     ``level`` ("track" or "segment"); see :func:`evaluate_levels`."""
     return evaluate_levels(run_dir, store_path, levels=(level,), split=split, segment_s=segment_s,
                            pool=pool, same_length=same_length, seed=seed, which=which,
@@ -273,29 +272,27 @@ def evaluate_levels(
 
     ``embed_fn(modality, sequences) -> float32 [n, d]`` ("video" or "audio", a list of float32
     [n_clips, dim] arrays) replaces the run's model when given (tests, baselines). Track level
-    reads each track through its centred window of at most ``max_clips`` clips (default: the
-    run's, else the store's); segment level cuts every track into segments of ``round(segment_s /
-    clip_s)`` clips, dropping the partial last one (tracks shorter than a segment are dropped and
-    counted). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
+    reads each track through its centred window of at most K clips (the run's; with
+    ``embed_fn``, ``max_clips`` or the store's); segment level cuts every track into segments of
+    ``round(segment_s / clip_s)`` clips, dropping the partial last one (tracks shorter than a
+    segment are dropped and counted). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
     ``chance`` (same keys, from the same pools)."""
     for level in levels:
         if level not in LEVELS:
             raise UsageError(f"level must be one of {LEVELS}, got {level!r}")
     if not segment_s > 0:
         raise UsageError(f"segment_s must be > 0 seconds, got {segment_s}")
+    from mvpt.run import embedder_for
     from mvpt.store import FeatureStore
 
     store = FeatureStore.open(store_path)
-    embed_fn, run_max_clips = _model_embedder(run_dir, store, which=which, embed_fn=embed_fn)
-    max_clips = int(max_clips or run_max_clips or store.manifest.get("max_clips") or 0)
-    if max_clips < 1:
-        raise StoreError(f"{store_path}: no max_clips in the run config or the store manifest; "
-                         "pass max_clips")
+    embed_fn, max_clips = embedder_for(run_dir, store, which=which, embed_fn=embed_fn,
+                                       max_clips=max_clips)
     features = store.load(split=split, arrays=("video", "audio"))
     if len(features) == 0:
         raise StoreError(f"{store_path}: no extracted items in split {split!r}")
     clip_s = float(store.manifest.get("clip_s", 1.0))
-    header = {"run": None if run_dir is None else str(run_dir), "store": str(store_path),
+    header = {"run": None if run_dir is None else str(getattr(run_dir, "folder", run_dir)), "store": str(store_path),
               "split": split, "which": which, "clip_s": clip_s}
     segment_clips = (_segment_clips(segment_s, clip_s=clip_s, max_clips=max_clips)
                      if "segment" in levels else None)
@@ -372,43 +369,6 @@ def _segment_clips(segment_s: float, *, clip_s: float, max_clips: int) -> int:
                          f"window of {max_clips} clips; use --segment-seconds <= "
                          f"{max_clips * clip_s:g}")
     return clips
-
-
-def _model_embedder(run_dir, store, *, which: str, embed_fn) -> tuple[EmbedFn, int | None]:
-    """The embedding function and the run's max_clips; loads the run unless ``embed_fn`` is
-    given, refusing a store made with other encoders than the run was trained on."""
-    if embed_fn is not None:
-        return embed_fn, None
-    if run_dir is None:
-        raise UsageError("evaluate needs a run folder or an embed_fn")
-    from mvpt import embed
-
-    loaded = embed.load_model(Path(run_dir), which=which)
-    check_store = getattr(embed, "check_store", None)
-    if check_store is not None:
-        check_store(loaded, store)
-    else:
-        from mvpt.store import compat_problem
-
-        problem = compat_problem(store.manifest, loaded.manifest)
-        if problem:
-            raise ModelError(f"{store.path}: features do not fit the model of run {run_dir}: "
-                             f"{problem}")
-
-    def model_embed(modality: str, sequences: list) -> np.ndarray:
-        return embed.embed_sequences(loaded, modality, sequences, batch_size=256)
-
-    return model_embed, _setting(loaded, "max_clips")
-
-
-def _setting(loaded, key: str):
-    """``key`` of the loaded run itself, else of its run config, else of its model config (dicts
-    or objects); None when none has it."""
-    for source in (loaded, getattr(loaded, "run_config", None), getattr(loaded, "config", None)):
-        value = source.get(key) if isinstance(source, dict) else getattr(source, key, None)
-        if value:
-            return value
-    return None
 
 
 # ---------------------------------------------------------------------------- tables

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -126,7 +126,8 @@ def collect_items(inputs: Iterable[str | Path]) -> list[Item]:
         else:
             iid = _path_id(p, None)
             items.append(Item(iid, str(p), stable_split(iid)))
-    return _unique_ids(items, {})
+    # Absolute, resolved paths: a store or index stays usable from any working directory.
+    return _unique_ids([replace(it, path=str(Path(it.path).resolve())) for it in items], {})
 
 
 def _unique_ids(items: list[Item], known_paths: dict[str, str]) -> list[Item]:

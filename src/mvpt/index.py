@@ -7,11 +7,14 @@ Folder layout (everything a user needs to inspect it with numpy, pandas and fais
     INDEX/store/                  feature store of the library (audio-only for music, video-only for
                                   videos): extraction resumes and skips finished files
     INDEX/windows-NNNNN.parquet   one row per window vector: vector_id, item_id, source_path, title,
-                                  start_s, end_s, item_duration_s (times in the source file)
+                                  start_s, end_s, item_duration_s (times in the source file);
+                                  source paths are absolute, and found again relative to the
+                                  index's folder when the whole folder was moved (``root`` in
+                                  index.json is where it was)
     INDEX/vectors-NNNNN.faiss     FAISS index of the window embeddings; FAISS ids = vector_id
 
-Windows: each item is cut into windows of ``window_s`` seconds (default 10 s, the segment length
-of segment-level evaluation) every ``stride_s`` seconds (default 5 s), plus one window ending at
+Windows: each item is cut into windows of ``window_s`` seconds (default: the run's longest input,
+K x t = 30 s) every ``stride_s`` seconds (default a third of the window), plus one window ending at
 the item's end so that its tail is covered; an item shorter than a window is one window of its
 whole length. A window is at most the run's K clips. Each window's clip features go through the
 run's tower for the modality; vectors are L2-normalised and compared by inner product (cosine).
@@ -34,11 +37,9 @@ are added, so an item removed with :func:`remove_items` stays out until it is re
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,17 +48,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mvpt.clips import ClipConfig, sliding_windows
-from mvpt.errors import ModelError, MvptError, SearchIndexError, UsageError
+from mvpt.clips import sliding_windows
+from mvpt.errors import MvptError, SearchIndexError, UsageError
 from mvpt.fileio import atomic_path, atomic_write_json
+from mvpt.paths import resolve_recorded
+from mvpt.run import Run
 from mvpt.store import FeatureStore
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "index.json"
 STORE_NAME = "store"
 KINDS = ("exact", "hnsw", "ivf")
-DEFAULT_WINDOW_S = 10.0
-DEFAULT_STRIDE_S = 5.0
+STRIDE_FRACTION = 1 / 3  # default stride: a third of the window (the window defaults to K x t)
 DEFAULT_PARAMS = {
     "exact": {},
     "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128},
@@ -70,6 +72,11 @@ _TABLE_SCHEMA = pa.schema([
     ("title", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
     ("item_duration_s", pa.float64()),
 ])
+
+
+def default_stride_s(window_s: float, clip_s: float) -> float:
+    """A third of the window, in whole clips (at least one)."""
+    return max(1, round(window_s * STRIDE_FRACTION / clip_s)) * clip_s
 
 
 def store_modality(modality: str) -> str:
@@ -115,82 +122,6 @@ class WindowSpec:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "window_s": self.window_s, "stride_s": self.stride_s}
-
-
-# ------------------------------------------------------------------------------ the run
-@dataclass
-class RunModel:
-    """A trained run as the index uses it: its identity, its encoders and its two towers."""
-
-    run_dir: Path
-    which: str
-    checksum: str  # SHA-256 of the checkpoint file
-    encoders: dict  # modality -> encoder manifest the run was trained on
-    clip_s: float
-    max_clips: int
-    frames_per_clip: int
-    embed_fn: Callable[[str, list[np.ndarray]], np.ndarray]
-
-    def identity(self) -> dict:
-        return {"path": str(self.run_dir), "which": self.which, "checkpoint_sha256": self.checksum}
-
-    def embed(self, modality: str, sequences: list[np.ndarray]) -> np.ndarray:
-        """float32 [n, d] L2-normalised embeddings of clip-feature sequences."""
-        if not sequences:
-            raise UsageError("nothing to embed")
-        out = np.ascontiguousarray(self.embed_fn(modality, sequences), dtype=np.float32)
-        return _normalise(out)
-
-    def extractor(self, modality: str):
-        """An :class:`~mvpt.extract.Extractor` for one modality, with the run's encoder."""
-        from mvpt.extract import Extractor
-
-        wanted = self.encoders.get(modality)
-        if not wanted:
-            raise ModelError(f"{self.run_dir}: the run has no {modality} encoder in its manifest")
-        clip = ClipConfig(clip_s=self.clip_s, max_clips=self.max_clips,
-                          frames_per_clip=self.frames_per_clip)
-        extractor = Extractor(**{f"{modality}_encoder": wanted["name"]}, clip=clip,
-                              modalities=(modality,))
-        have = getattr(extractor, modality).manifest()
-        if _encoder_signature(have) != _encoder_signature(wanted):
-            raise ModelError(f"{self.run_dir}: the run was trained on {modality} encoder "
-                             f"{_encoder_signature(wanted)} (name, version, dim) but this mvpt "
-                             f"builds {_encoder_signature(have)}")
-        return extractor
-
-
-def _encoder_signature(entry: dict) -> tuple:
-    return entry.get("name"), entry.get("version"), entry.get("dim")
-
-
-def load_run_model(run_dir: str | Path, *, which: str = "best") -> RunModel:
-    """Load a run's checkpoint ``which`` ("best" or "last") through :mod:`mvpt.embed`."""
-    from mvpt.embed import embed_sequences, load_model
-
-    loaded = load_model(run_dir, which=which)
-    features = loaded.manifest
-    return RunModel(
-        run_dir=Path(run_dir).resolve(), which=which, checksum=file_sha256(loaded.path),
-        encoders=dict(features.get("encoders", {})), clip_s=float(features.get("clip_s", 1.0)),
-        max_clips=int(loaded.max_clips), frames_per_clip=int(features.get("frames_per_clip", 1)),
-        embed_fn=lambda modality, seqs: embed_sequences(loaded, modality, seqs),
-    )
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, cached by (path, size, modification time)."""
-    st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -317,6 +248,8 @@ class Index:
             faiss_index = _faiss().read_index(str(path / files["faiss"]))
         except (OSError, RuntimeError, pa.ArrowException) as exc:
             raise SearchIndexError(f"{path}: unreadable index files ({exc})") from None
+        table["source_path"] = _resolved_paths(table["source_path"], folder=path,
+                                               recorded_folder=manifest.get("root"))
         return cls(manifest, table, faiss_index, path=path)
 
     @classmethod
@@ -335,7 +268,7 @@ class Index:
         faiss_index = new_faiss_index(kind, vectors.shape[1], merged, vectors)
         ids = np.arange(len(vectors), dtype=np.int64)
         faiss_index.add_with_ids(vectors, ids)
-        windows = windows or WindowSpec(1.0, int(DEFAULT_WINDOW_S), int(DEFAULT_STRIDE_S))
+        windows = windows or WindowSpec(1.0, 30, 10)
         manifest = {"format_version": FORMAT_VERSION, "modality": modality,
                     "windows": windows.to_dict(), "search": {"kind": kind, "params": merged},
                     "run": None, "generation": 0}
@@ -363,10 +296,12 @@ class Index:
         return len(self._items)
 
     @functools.cached_property
-    def run(self) -> RunModel:
+    def run(self) -> Run:
         """The run the index was built with (its checkpoint checksum is verified)."""
-        return checked_run(self.manifest, self.manifest["run"]["path"], self.path,
-                           which=self.manifest["run"].get("which", "best"))
+        built = self.manifest["run"]
+        path = resolve_recorded(built["path"], folder=self.path,
+                                recorded_folder=self.manifest.get("root"))
+        return checked_run(self.manifest, path, self.path, which=built.get("which", "best"))
 
     def search(self, queries: np.ndarray, *, top: int = 10,
                query_windows_s: np.ndarray | None = None) -> list[WindowHit]:
@@ -426,6 +361,14 @@ class Index:
             item_duration_s=float(col["item_duration_s"]))
 
 
+def _resolved_paths(paths: pd.Series, *, folder: Path, recorded_folder) -> pd.Series:
+    """``paths`` found again from here (see :mod:`mvpt.paths`), each distinct path once."""
+    unique = pd.unique(paths)
+    found = {p: str(resolve_recorded(p, folder=folder, recorded_folder=recorded_folder))
+             for p in unique}
+    return paths.map(found)
+
+
 def _exact_enough(best: np.ndarray, scores: np.ndarray, ids: np.ndarray, top: int) -> bool:
     """True when no window beyond the k searched could change the top items: every truncated
     query's k-th score is at most the score of the top-th item."""
@@ -472,20 +415,20 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def checked_run(manifest: dict, run_dir, index_path: Path, *, which: str = "best") -> RunModel:
-    """Load ``run_dir`` and refuse it unless it is the run the index was built with."""
-    run = load_run_model(run_dir, which=which)
+def checked_run(manifest: dict, run, index_path: Path, *, which: str = "best") -> Run:
+    """``run`` (a Run or its folder), refused unless it is the run the index was built with."""
+    run = Run.coerce(run, which=which)
     refuse_other_run(index_path, manifest, run)
     return run
 
 
-def refuse_other_run(index_path: Path, manifest: dict, run: RunModel) -> None:
+def refuse_other_run(index_path: Path, manifest: dict, run: Run) -> None:
     """Raise SearchIndexError (one line) unless ``run``'s checkpoint is the index's."""
     built = manifest["run"]
-    if run.checksum != built["checkpoint_sha256"]:
+    if run.sha256 != built["checkpoint_sha256"]:
         raise SearchIndexError(
             f"{index_path}: built with run {built['path']} (checkpoint sha256 "
-            f"{built['checkpoint_sha256'][:12]}), not {run.run_dir} ({run.checksum[:12]}); "
+            f"{built['checkpoint_sha256'][:12]}), not {run.folder} ({run.sha256[:12]}); "
             "use the same run or another --out folder")
 
 
@@ -507,7 +450,7 @@ class IndexSummary:
 
 
 def build_index(
-    run_dir: str | Path,
+    run,
     media: Iterable[str | Path],
     out: str | Path,
     *,
@@ -521,14 +464,16 @@ def build_index(
     decode_workers: int = 1,
 ) -> IndexSummary:
     """Extract ``media`` into ``out``/store and add the items not yet indexed to the index at
-    ``out``. ``window_s``/``stride_s``/``kind`` default to the existing index's, else 10 s / 5 s
-    / "exact"; changing them for an existing index is refused (use :func:`rebuild_index` for the
-    kind). ``modality`` is "music" (audio of audio files and videos alike) or "video"."""
+    ``out``, with ``run`` (a :class:`~mvpt.run.Run` or its folder, loaded at ``which``).
+    ``window_s``/``stride_s``/``kind`` default to the existing index's, else the run's longest
+    input (K x t), a third of that, and "exact"; changing them for an existing index is refused
+    (use :func:`rebuild_index` for the kind). ``modality`` is "music" (audio of audio files and
+    videos alike) or "video". Media paths are recorded absolute and resolved."""
     from mvpt.extract import collect_items, extract
 
     out, media = Path(out), list(media)
     mod = store_modality(modality)
-    run = load_run_model(run_dir, which=which)
+    run = Run.coerce(run, which=which)
     manifest = _manifest_for(out, run, modality, window_s, stride_s, kind)
     extract_summary = extract(media, out / STORE_NAME, extractor=run.extractor(mod),
                               shard_size=shard_size, decode_workers=decode_workers,
@@ -553,7 +498,7 @@ def build_index(
     return summary
 
 
-def _manifest_for(out: Path, run: RunModel, modality: str, window_s, stride_s, kind) -> dict:
+def _manifest_for(out: Path, run: Run, modality: str, window_s, stride_s, kind) -> dict:
     """The existing manifest after checking the request against it, or a new one."""
     if (out / MANIFEST_NAME).is_file():
         manifest = read_manifest(out)
@@ -568,11 +513,13 @@ def _manifest_for(out: Path, run: RunModel, modality: str, window_s, stride_s, k
     kind = kind or "exact"
     if kind not in KINDS:
         raise UsageError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    spec = WindowSpec.from_seconds(clip_s=run.clip_s, window_s=window_s or DEFAULT_WINDOW_S,
-                                   stride_s=stride_s or DEFAULT_STRIDE_S,
+    window_s = window_s or run.window_s
+    spec = WindowSpec.from_seconds(clip_s=run.clip_s, window_s=window_s,
+                                   stride_s=stride_s or default_stride_s(window_s, run.clip_s),
                                    max_clips=run.max_clips)
     return {
         "format_version": FORMAT_VERSION, "modality": modality, "run": run.identity(),
+        "root": str(out.resolve()),
         "windows": spec.to_dict(), "search": {"kind": kind, "params": dict(DEFAULT_PARAMS[kind])},
         "metric": "inner product of L2-normalised vectors", "generation": 0, "files": {},
         "next_vector_id": 0, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -599,7 +546,7 @@ class _State:
         self.run = run
 
     @classmethod
-    def load(cls, path: Path, manifest: dict, run: RunModel | None = None) -> _State:
+    def load(cls, path: Path, manifest: dict, run: Run | None = None) -> _State:
         if manifest["files"]:
             idx = Index.load(path)
             return cls(path, manifest, idx.table, idx.faiss_index, run)
@@ -673,6 +620,7 @@ class _State:
         with atomic_path(self.path / files["faiss"]) as tmp:
             _faiss().write_index(self.faiss_index, str(tmp))
         self.manifest.update(generation=gen, files=files, items=self.n_items,
+                             root=str(self.path.resolve()),
                              vectors=self.n_vectors, dim=int(self.faiss_index.d),
                              updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_json(self.path / MANIFEST_NAME, self.manifest)

@@ -26,6 +26,7 @@ import numpy as np
 
 from mvpt.errors import MediaError, UsageError
 from mvpt.index import Index, WindowHit, open_index
+from mvpt.run import Run
 
 MAX_QUERY_WINDOWS = 32
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -69,7 +70,7 @@ def format_mm_ss(seconds: float) -> str:
 
 
 def recommend(
-    index_dir: str | Path,
+    index: str | Path | Index,
     query_path: str | Path,
     *,
     top: int = 10,
@@ -77,7 +78,8 @@ def recommend(
     strength: float = 0.0,
     preview: str | Path | None = None,
 ) -> Recommendation:
-    """The ``top`` items of the index at ``index_dir`` for the media file ``query_path``
+    """The ``top`` items of ``index`` (an :class:`~mvpt.index.Index` or its folder; its run is the
+    one it was built with) for the media file ``query_path``
     (a video for a music index, a music or video file's audio for a video index). Optionally
     conditioned on example images (``strength`` > 0 pulls towards them), and with a preview of
     the best hit laid together with the query written to ``preview`` (.mp4 or .webm)."""
@@ -86,20 +88,20 @@ def recommend(
     if top < 1:
         raise UsageError(f"top must be >= 1, got {top}")
     t0 = time.perf_counter()
-    index = open_index(index_dir)
+    index = index if isinstance(index, Index) else open_index(index)
     queries, spans, duration_s = embed_query(index, query_path)
     t1 = time.perf_counter()
     condition = None
     images = list(condition_images or [])
     if images and strength != 0.0:
-        direction = attribute_direction(index, images, clips=index.windows.window_clips)
+        direction = attribute_direction(index.run, images, clips=index.windows.window_clips)
         queries = condition_queries(queries, direction, strength=strength)
         condition = {"images": [str(p) for p in image_files(images)], "strength": strength}
     hits = index.search(queries, top=top, query_windows_s=spans)
     t2 = time.perf_counter()
     result = Recommendation(
         query_path=str(query_path), query_modality=_word(_QUERY_OF[index.modality]),
-        index_path=str(index_dir), index_modality=index.modality, query_duration_s=duration_s,
+        index_path=str(index.path or ""), index_modality=index.modality, query_duration_s=duration_s,
         query_windows_s=[(float(a), float(b)) for a, b in spans], hits=hits,
         condition=condition, timings_s={"query_features": t1 - t0, "search": t2 - t1})
     if preview is not None and hits:
@@ -126,7 +128,7 @@ def embed_query(index: Index, query_path) -> tuple[np.ndarray, np.ndarray, float
     """(vectors [m, d], window spans in seconds [m, 2], duration in seconds) of a query file."""
     modality = _QUERY_OF[index.modality]
     try:
-        result = run_extractor(index, modality).extract_file(query_path)
+        result = index.run.extractor(modality).extract_file(query_path)
     except MediaError as exc:
         if "stream" not in exc.reason:
             raise
@@ -138,15 +140,6 @@ def embed_query(index: Index, query_path) -> tuple[np.ndarray, np.ndarray, float
     spans = np.array([(first * clip_s, (first + n) * clip_s) for first, n in windows])
     vectors = index.run.embed(modality, [clips[f:f + n] for f, n in windows])
     return vectors, spans, float(result.duration_s)
-
-
-def run_extractor(index: Index, modality: str):
-    """The run's extractor for ``modality``, kept on the index object (weights load once).
-    ``index`` may be any object with a ``run`` attribute (a :class:`mvpt.index.RunModel`)."""
-    cache = index.__dict__.setdefault("_extractors", {})
-    if modality not in cache:
-        cache[modality] = index.run.extractor(modality)
-    return cache[modality]
 
 
 # ------------------------------------------------------------------------------ conditioning
@@ -187,24 +180,24 @@ def load_image(path: str | Path, *, size: tuple[int, int], resize_mode: str = "c
     return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
 
-def attribute_direction(index: Index, images: Iterable[str | Path], *, clips: int) -> np.ndarray:
-    """float32 [d] unit vector: the mean video-tower embedding of the images as still videos of
-    ``clips`` clips."""
-    encoder = run_extractor(index, "video").video
+def attribute_direction(run: Run, images: Iterable[str | Path], *, clips: int) -> np.ndarray:
+    """float32 [d] unit vector: the mean video-tower embedding of ``run`` of the images as still
+    videos of ``clips`` clips."""
+    encoder = run.extractor("video").video
     frames = np.stack([load_image(p, size=tuple(encoder.image_size),
                                   resize_mode=encoder.resize_mode) for p in image_files(images)])
-    mean = still_embeddings(index, frames, clips=clips).mean(axis=0)
+    mean = still_embeddings(run, frames, clips=clips).mean(axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
-def still_embeddings(index: Index, frames: np.ndarray, *, clips: int) -> np.ndarray:
+def still_embeddings(run: Run, frames: np.ndarray, *, clips: int) -> np.ndarray:
     """float32 [n, d]: each uint8 RGB picture of ``frames`` [n, h, w, 3] (at the frame encoder's
-    size, see :func:`load_image`) as a still video of ``clips`` clips through the run's frame
+    size, see :func:`load_image`) as a still video of ``clips`` clips through ``run``'s frame
     encoder and video tower, in one batch."""
-    encoder = run_extractor(index, "video").video
+    encoder = run.extractor("video").video
     features = np.asarray(encoder.encode_frames(frames), dtype=np.float32)
     stills = [np.repeat(f[None, :], clips, axis=0) for f in features]
-    return np.asarray(index.run.embed("video", stills), dtype=np.float32)
+    return np.asarray(run.embed("video", stills), dtype=np.float32)
 
 
 def condition_queries(queries: np.ndarray, direction: np.ndarray, *, strength: float) -> np.ndarray:

@@ -106,15 +106,12 @@ def split_embeddings(run, store_path, *, split: str | None, genres: dict[str, st
     """Track-level embeddings of the labelled items of a store split: ``{"ids", "genres",
     "n_clips" (window lengths), "n_unlabelled", modality: float32 [n, d]}``; each track is read
     through its centred window of at most the run's K clips. ``run``: a
-    :class:`mvpt.index.RunModel`; the store must hold features of the run's encoders."""
+    :class:`~mvpt.run.Run`; the store must hold features of the run's encoders."""
     from mvpt.eval import gather_windows, track_windows
-    from mvpt.models.checkpoint import check_compatible
     from mvpt.store import FeatureStore
 
     store = FeatureStore.open(store_path)
-    check_compatible({"encoders": run.encoders, "clip_s": run.clip_s,
-                      "frames_per_clip": run.frames_per_clip}, store.manifest,
-                     store_path=store.path)
+    run.check(store)
     rows = store.rows(split=store_split(split))
     if rows.empty:
         raise StoreError(f"{store_path}: no extracted items in split {split!r}")
@@ -134,15 +131,6 @@ def split_embeddings(run, store_path, *, split: str | None, genres: dict[str, st
     return out
 
 
-class RunHolder:
-    """What the conditioning code of :mod:`mvpt.recommend` reads from an index: its run (and a
-    cache of the run's extractors), so that :func:`mvpt.recommend.attribute_direction` can be
-    called without an index."""
-
-    def __init__(self, run):
-        self.run = run
-
-
 def still_embeddings(run, queries: Sequence[Query], *, clips: int,
                      batch_size: int = 64) -> np.ndarray:
     """float32 [n, d]: each query picture (or its box crop) as a still video of ``clips`` clips
@@ -150,15 +138,14 @@ def still_embeddings(run, queries: Sequence[Query], *, clips: int,
     :func:`mvpt.recommend.attribute_direction` (its image loading, :func:`mvpt.recommend.
     load_image`, included) for one picture at a time, batched: the frame encoder runs several
     times faster on a batch than on single pictures."""
-    from mvpt.recommend import load_image, run_extractor
+    from mvpt.recommend import load_image
     from mvpt.recommend import still_embeddings as still_batch
 
     if clips < 1:
         raise UsageError(f"clips must be >= 1, got {clips}")
     if not queries:
         raise UsageError("no picture to embed")
-    holder = RunHolder(run)
-    encoder = run_extractor(holder, "video").video
+    encoder = run.extractor("video").video
     size = tuple(encoder.image_size)
     out = []
     with tempfile.TemporaryDirectory(prefix="mvpt-crops-") as tmp:
@@ -170,7 +157,7 @@ def still_embeddings(run, queries: Sequence[Query], *, clips: int,
                     path = write_png(Path(tmp) / f"crop-{k}.png",
                                      crop_box(read_rgb(query.path), query.box, source=query.path))
                 frames.append(load_image(path, size=size, resize_mode=encoder.resize_mode))
-            out.append(still_batch(holder, np.stack(frames), clips=clips))
+            out.append(still_batch(run, np.stack(frames), clips=clips))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -398,13 +385,13 @@ def attribute_genre_matrix(run_dir, store_path, images_dir, *, genres=None,
                            boxes=None, class_names=None, classes: Sequence[str] | None = None,
                            scores=None, min_score: float = DEFAULT_MIN_SCORE,
                            min_share: float | None = None, balance: int | None = None,
-                           seed: int = 0, which: str = "best", clips: int | None = None,
-                           run=None) -> dict:
+                           seed: int = 0, which: str = "best", clips: int | None = None
+                           ) -> dict:
     """The attribute x genre matrix of a run (see the module docstring). ``genres``: as for
     :func:`load_genres` (default: the store's annotation). ``clips``: clips of a still query
-    (default: the median track-level window of the candidates, at most the run's K). ``run``: a
-    loaded :class:`mvpt.index.RunModel` instead of loading ``run_dir``."""
-    from mvpt.index import load_run_model
+    (default: the median track-level window of the candidates, at most the run's K).
+    ``run_dir``: a :class:`~mvpt.run.Run` or its folder (loaded at ``which``)."""
+    from mvpt.run import Run
 
     if top < 1:
         raise UsageError(f"top must be >= 1, got {top}")
@@ -433,7 +420,7 @@ def attribute_genre_matrix(run_dir, store_path, images_dir, *, genres=None,
                          f"({n_found} found, {dropped_by_score} below the score, "
                          f"classes with fewer than {balance}: {short})")
 
-    run = run or load_run_model(run_dir, which=which)
+    run = Run.coerce(run_dir, which=which)
     labels = load_genres(genres if genres is not None else store_path)
     music = split_embeddings(run, store_path, split=split, genres=labels, modalities=("audio",))
     n_candidates = len(music["ids"])

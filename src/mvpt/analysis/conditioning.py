@@ -224,7 +224,8 @@ def conditioning_analysis(run_dir, songs_dir, videos: Sequence, *, images, instr
     (``pairs``: per (video, song), the scores of each version per strength, in the order of
     ``strengths``; ``curve``: per strength, the share where the version with the instrument is
     higher and the mean difference)."""
-    from mvpt.index import build_index, load_run_model, open_index
+    from mvpt.index import build_index, open_index
+    from mvpt.run import Run
     from mvpt.recommend import attribute_direction, embed_query, image_files
 
     strengths = [float(a) for a in strengths]
@@ -248,10 +249,10 @@ def conditioning_analysis(run_dir, songs_dir, videos: Sequence, *, images, instr
         raise UsageError(f"{songs_dir}: no song has stems of {', '.join(names)} to compare "
                          f"({reasons})")
 
-    run = load_run_model(run_dir, which=which)
-    index_dir = cache / f"index-{run.checksum[:12]}"
+    run = Run.coerce(run_dir, which=which)
+    index_dir = cache / f"index-{run.sha256[:12]}"
     mixes = [s[v] for s in songs for v in VERSIONS]
-    summary = build_index(run_dir, mixes, index_dir, modality="music", which=which,
+    summary = build_index(run, mixes, index_dir, modality="music", which=which,
                           progress=progress)
     failed_mixes = {f.get("path"): f.get("error") for f in summary.extract.get("failures", [])}
     index = open_index(index_dir)

@@ -145,20 +145,15 @@ def manipulation_curve(run_dir, store_path, *, attribute: str, rates=DEFAULT_RAT
     ``reference``: the same metrics from the stored, unchanged features. ``extractor`` (an
     :class:`mvpt.extract.Extractor` for the query modality) defaults to one with the store's
     encoder; ``media_root`` replaces the folder of each item's recorded media path."""
-    from mvpt.eval import (
-        _model_embedder,
-        gather_windows,
-        retrieval_metrics,
-        track_windows,
-    )
+    from mvpt.eval import gather_windows, retrieval_metrics, track_windows
+    from mvpt.run import embedder_for
     from mvpt.store import FeatureStore
 
     if attribute not in QUERY:
         raise UsageError(f"attribute must be one of {ATTRIBUTES}, got {attribute!r}")
     modality, direction = QUERY[attribute]
     store = FeatureStore.open(store_path)
-    embed, run_max_clips = _model_embedder(run_dir, store, which=which, embed_fn=embed_fn)
-    max_clips = int(run_max_clips or store.manifest.get("max_clips") or 30)
+    embed, max_clips = embedder_for(run_dir, store, which=which, embed_fn=embed_fn)
     features = store.load(split=split, arrays=("video", "audio"))
     if max_items:
         features = store.load(split=split, arrays=("video", "audio"),

@@ -145,12 +145,12 @@ def split_similarity(run_dir, store_path, *, split: str = "test", which: str = "
                      embed_fn=None) -> tuple[object, np.ndarray]:
     """(store rows of the split's tracks with clips, float32 [n, n] similarity: row i = video i,
     column j = music j), at track level as :func:`mvpt.eval.evaluate` embeds them."""
-    from mvpt.eval import _model_embedder, gather_windows, track_windows
+    from mvpt.eval import gather_windows, track_windows
+    from mvpt.run import embedder_for
     from mvpt.store import FeatureStore
 
     store = FeatureStore.open(store_path)
-    embed, run_max_clips = _model_embedder(run_dir, store, which=which, embed_fn=embed_fn)
-    max_clips = int(run_max_clips or store.manifest.get("max_clips") or 30)
+    embed, max_clips = embedder_for(run_dir, store, which=which, embed_fn=embed_fn)
     features = store.load(split=split, arrays=("video", "audio"))
     windows = track_windows(features.n_clips, max_clips=max_clips)
     if len(windows[0]) < 2:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mvpt.errors import MvptError, UsageError
 from mvpt.fileio import atomic_write_bytes, atomic_write_json
+from mvpt.run import Run
 
 QUICK_RATES = (0.5, 0.75, 1.0, 1.25, 1.5)
 
@@ -35,7 +36,7 @@ class Skip(Exception):
 class Inputs:
     """What ``analyze all`` was given. Only ``run`` and ``store`` are required."""
 
-    run: Path
+    run: Path | Run  # loaded once by run_all
     store: Path
     out: Path
     baselines: list[Path] = field(default_factory=list)
@@ -51,27 +52,46 @@ class Inputs:
     seed: int = 0
     quick: bool = False  # small settings (CI, a first look)
     max_items: int | None = None  # manipulation curves: first N items of the split
+    tagged_genres: dict | None = None  # YAMNet's relative tags when the store had none
 
 
 # ------------------------------------------------------------------------------ the analyses
 def _genre_source(inputs: Inputs):
-    """The genre labels' source, or Skip when there are none."""
+    """The genre labels: ``--genres``, else the store's annotation, else tags made here from the
+    store's YAMNet scores (relative tagging, once per report); Skip when none can be had."""
     from mvpt.analysis.attributes import load_genres
 
-    source = inputs.genres or inputs.store
+    if inputs.genres:
+        try:
+            labels = load_genres(inputs.genres)
+        except MvptError as exc:
+            raise Skip(f"no genre labels ({exc})")
+        if not labels:
+            raise Skip(f"no genre labels in {inputs.genres}")
+        return labels
     try:
-        labels = load_genres(source)
-    except MvptError as exc:
-        raise Skip(f"no genre labels ({exc}); run `mvpt data genres STORE` or pass --genres")
-    if not labels:
-        raise Skip(f"no genre labels in {source}; run `mvpt data genres STORE` or pass --genres")
-    return labels
+        labels = load_genres(inputs.store)
+    except MvptError:
+        labels = None
+    return labels or _tag_genres(inputs)
+
+
+def _tag_genres(inputs: Inputs) -> dict:
+    from mvpt.data.genres import yamnet_genres
+
+    if inputs.tagged_genres is None:
+        try:
+            inputs.tagged_genres = yamnet_genres(inputs.store, relative=True)
+        except MvptError as exc:
+            raise Skip(f"no genre labels in the store and none could be tagged ({exc}); run "
+                       "`mvpt data genres STORE` or pass --genres")
+    return inputs.tagged_genres
 
 
 def _shortcut(inputs: Inputs) -> list[str]:
     from mvpt.analysis.shortcut import shortcut_control, write_shortcut_report
 
-    runs = [inputs.run, *inputs.baselines]
+    runs = [inputs.run, *inputs.baselines]  # the main run loaded, baselines as folders
     result = shortcut_control(runs, inputs.store, split=inputs.split, seed=inputs.seed)
     return list(write_shortcut_report(result, inputs.out).values())
 
@@ -199,6 +219,7 @@ def run_all(inputs: Inputs, *, only: list[str] | None = None,
         raise UsageError(f"unknown analyses {', '.join(unknown)}; expected some of "
                          f"{', '.join(names)}")
     inputs.out.mkdir(parents=True, exist_ok=True)
+    inputs.run = Run.coerce(inputs.run)
     entries = []
     for analysis in ANALYSES:
         if only and analysis.name not in only:
@@ -215,9 +236,12 @@ def run_all(inputs: Inputs, *, only: list[str] | None = None,
             entry.update(status="failed", reason=_one_line(exc))
         entry["seconds"] = round(time.perf_counter() - started, 2)
         entries.append(entry)
-    report = {"run": str(inputs.run), "store": str(inputs.store),
+    report = {"run": str(inputs.run.folder), "store": str(inputs.store),
               "baselines": [str(b) for b in inputs.baselines], "split": inputs.split,
               "quick": inputs.quick, "analyses": entries}
+    if inputs.tagged_genres is not None:
+        report["genres"] = (f"tagged here from the store's YAMNet scores (relative), "
+                            f"{len(set(inputs.tagged_genres.values()))} genres")
     atomic_write_json(inputs.out / "report.json", report)
     atomic_write_bytes(inputs.out / "report.html", render_html(report, inputs.out).encode())
     return report

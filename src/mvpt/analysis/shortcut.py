@@ -31,18 +31,19 @@ def shortcut_control(runs: Sequence, store_path, *, names: Sequence[str] | None 
     runs = list(runs)
     if not runs:
         raise UsageError("the shortcut control needs at least one run")
-    names = list(names) if names else [Path(str(r)).name for r in runs]
+    folders = [getattr(r, "folder", r) for r in runs]  # a Run, or a run folder
+    names = list(names) if names else [Path(str(f)).name for f in folders]
     embed_fns = list(embed_fns) if embed_fns else [None] * len(runs)
     if len(names) != len(runs) or len(embed_fns) != len(runs):
         raise UsageError(f"got {len(runs)} runs, {len(names)} names, {len(embed_fns)} embed_fns")
     settings = []
     for setting, same_length in SETTINGS:
         rows, chance = [], None
-        for run, name, embed_fn in zip(runs, names, embed_fns):
+        for run, folder, name, embed_fn in zip(runs, folders, names, embed_fns):
             result = evaluate_levels(run, store_path, levels=("track",), split=split, pool=pool,
                                      same_length=same_length, seed=seed, which=which,
                                      embed_fn=embed_fn, max_clips=max_clips)[0]
-            rows.append({"name": name, "run": None if run is None else str(run),
+            rows.append({"name": name, "run": None if run is None else str(folder),
                          "metrics": result["metrics"]})
             chance = result["chance"]
         settings.append({"setting": setting, "same_length": same_length, "chance": chance,

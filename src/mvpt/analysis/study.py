@@ -91,14 +91,15 @@ def top1_recommendations(run_dir, store_path, *, split: str = "test", which: str
     """A recommendation dict (see the module docstring) from a run: for every track of ``split``
     (its centred window), the most similar track of the other modality. ``exclude_own`` leaves
     out the query's own pair, which a participant would recognise as the original."""
-    from mvpt.eval import _model_embedder, gather_windows, track_windows
+    from mvpt.eval import gather_windows, track_windows
+    from mvpt.run import embedder_for
     from mvpt.store import FeatureStore
 
     store = FeatureStore.open(store_path)
-    embed, run_max_clips = _model_embedder(run_dir, store, which=which, embed_fn=embed_fn)
+    embed, max_clips = embedder_for(run_dir, store, which=which, embed_fn=embed_fn)
     features = store.load(split=split, arrays=("video", "audio"))
     windows = track_windows(features.n_clips,
-                            max_clips=int(run_max_clips or store.manifest.get("max_clips") or 30))
+                            max_clips=max_clips)
     if len(windows[0]) < 2:
         raise UsageError(f"{store_path}: need at least 2 tracks in split {split!r}")
     ids = [features.ids[i] for i in windows[0]]

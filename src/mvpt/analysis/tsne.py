@@ -87,20 +87,21 @@ def tsne_2d(embeddings, *, perplexity: float, seed: int = 0) -> np.ndarray:
 def tsne_analysis(run_dir, store_path, *, genres=None, split: str | None = "test",
                   modality: str = "both", perplexity: float = DEFAULT_PERPLEXITY,
                   max_points: int | None = None, knn: int = DEFAULT_KNN, seed: int = 0,
-                  which: str = "best", run=None) -> dict:
+                  which: str = "best") -> dict:
     """t-SNE points and the k-NN genre agreement of each asked modality (see the module
     docstring). ``genres``: as for :func:`mvpt.analysis.attributes.load_genres` (default: the
     store's annotation); ``max_points``: a random sample (``seed``) of that many tracks, the same
-    tracks for every modality; ``run``: a loaded :class:`mvpt.index.RunModel`."""
+    tracks for every modality; ``run_dir``: a :class:`~mvpt.run.Run` or its folder (loaded at
+    ``which``)."""
     from mvpt.analysis.attributes import load_genres, split_embeddings
-    from mvpt.index import load_run_model
+    from mvpt.run import Run
 
     names = list(MODALITIES) if modality == "both" else [modality]
     if any(m not in MODALITIES for m in names):
         raise UsageError(f"modality must be music, video or both, got {modality!r}")
     if max_points is not None and max_points < 3:
         raise UsageError(f"max_points must be >= 3, got {max_points}")
-    run = run or load_run_model(run_dir, which=which)
+    run = Run.coerce(run_dir, which=which)
     labels = load_genres(genres if genres is not None else store_path)
     data = split_embeddings(run, store_path, split=split, genres=labels,
                             modalities=[MODALITIES[m] for m in names])
@@ -126,7 +127,7 @@ def tsne_analysis(run_dir, store_path, *, genres=None, split: str | None = "test
                        for i, g, (x, y) in zip(ids, point_genres, xy)],
         })
     return {
-        "run": None if run_dir is None else str(run_dir), "store": str(store_path),
+        "run": str(run.folder), "store": str(store_path),
         "split": split, "which": which, "seed": seed, "n_items": n_items,
         "n_unlabelled": data["n_unlabelled"], "max_points": max_points,
         "n_points": int(len(pick)), "perplexity": used, "perplexity_requested": float(perplexity),

@@ -23,9 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("--modality", choices=("music", "video"), default="music",
                    help="what the library holds (default music)")
     p.add_argument("--window-seconds", type=positive_float, default=None,
-                   help="window length in seconds (default 10, at most K clips)")
+                   help="window length in seconds (default: the run's longest input, K x t "
+                   "= 30 s by default; at most K clips)")
     p.add_argument("--stride-seconds", type=positive_float, default=None,
-                   help="seconds between window starts (default 5)")
+                   help="seconds between window starts (default a third of the window)")
     p.add_argument("--kind", choices=("exact", "hnsw", "ivf"), default=None,
                    help="search structure: exact (default), or approximate hnsw / ivf for "
                    "large libraries")
@@ -43,22 +44,22 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mvpt import index
+    from mvpt.index import build_index, rebuild_index, remove_items
     from mvpt.errors import UsageError
 
     if args.remove:
-        removed = index.remove_items(args.out, args.remove)
+        removed = remove_items(args.out, args.remove)
         return _report(args, {"index": args.out, "removed_items": args.remove,
                               "removed_windows": removed},
                        f"index: removed {len(args.remove)} item(s), {removed} windows")
     if args.rebuild:
-        manifest = index.rebuild_index(args.out, kind=args.kind)
+        manifest = rebuild_index(args.out, kind=args.kind)
         return _report(args, manifest, f"index: rebuilt {args.out} as {manifest['search']['kind']} "
                                        f"({manifest['vectors']} windows)")
     if not args.run or not args.media:
         raise UsageError("give a RUN and at least one MEDIA file or folder to index "
                          "(or --remove ID... / --rebuild)")
-    summary = index.build_index(
+    summary = build_index(
         args.run, args.media, args.out, modality=args.modality, window_s=args.window_seconds,
         stride_s=args.stride_seconds, kind=args.kind, which=args.which,
         progress=not args.no_progress, decode_workers=args.decode_workers)

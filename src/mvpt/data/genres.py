@@ -115,6 +115,14 @@ def tag_genres(store_path: str | Path, *, tagger: str = "yamnet", relative: bool
     return out
 
 
+def yamnet_genres(store_path: str | Path, *, relative: bool = True) -> dict[str, str]:
+    """id -> genre from the store's YAMNet class scores, without writing anything."""
+    from mvpt.store import FeatureStore
+
+    rows = _yamnet_tags(FeatureStore.open(store_path), relative=relative)
+    return {r["id"]: r["genre"] for r in rows}
+
+
 def read_genres(store_path: str | Path) -> dict[str, str]:
     """id -> genre from the store's genre annotation."""
     import pyarrow.parquet as pq

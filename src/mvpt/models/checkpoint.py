@@ -18,7 +18,6 @@ with everything needed to resume), ``config.json`` (the same configs, readable) 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,13 +25,14 @@ import torch
 from mvpt.errors import ModelError
 from mvpt.fileio import atomic_path
 from mvpt.models.factory import build_model, config_from_dict
-from mvpt.models.mvpt import JointEmbedder, ModelConfig
+from mvpt.models.mvpt import JointEmbedder
 from mvpt.store import compat_problem
 
 FORMAT = "mvpt-run"
 FORMAT_VERSION = 1
 CHECKPOINT_NAMES = {"best": "best.pt", "last": "last.pt"}
-_FEATURE_KEYS = ("encoders", "clip_s", "frames_per_clip", "max_clips")
+# K (max_clips) is not among them: the model config owns it (see mvpt.run).
+_FEATURE_KEYS = ("encoders", "clip_s", "frames_per_clip")
 
 
 def features_manifest(store_manifest: dict) -> dict:
@@ -111,25 +111,6 @@ def model_from_checkpoint(ckpt: dict, *, source: str = "checkpoint") -> JointEmb
     return model
 
 
-@dataclass
-class LoadedRun:
-    """A model rebuilt from a run: ``model`` (on ``device``, eval mode), its ``config``, the
-    training ``run_config``, the feature ``manifest`` it was trained on, and where it came from."""
-
-    model: JointEmbedder
-    config: ModelConfig
-    run_config: dict
-    manifest: dict
-    path: Path
-    epoch: int = 0
-    metrics: dict = field(default_factory=dict)
-    device: str = "cpu"
-
-    @property
-    def max_clips(self) -> int:
-        return int(self.config.max_clips)
-
-
 def checkpoint_path(run_dir, which: str = "best") -> Path:
     """``run_dir/best.pt`` or ``last.pt``; ``run_dir`` may also be a .pt file itself."""
     run_dir = Path(run_dir)
@@ -147,27 +128,11 @@ def checkpoint_path(run_dir, which: str = "best") -> Path:
     return path
 
 
-def load_run(run_dir, *, which: str = "best", device: str = "cpu") -> LoadedRun:
-    """The model of a run folder's ``best`` or ``last`` checkpoint, in eval mode on ``device``."""
-    path = checkpoint_path(run_dir, which)
-    ckpt = read_checkpoint(path)
-    model = model_from_checkpoint(ckpt, source=str(path)).to(device).eval()
-    history = ckpt.get("history") or [{}]
-    epoch = int(ckpt.get("epoch", 0))
-    metrics = next((h for h in history if h.get("epoch") == epoch), history[-1])
-    return LoadedRun(model=model, config=model.config, run_config=ckpt.get("run_config", {}),
-                     manifest=ckpt.get("features", {}), path=path, epoch=epoch,
-                     metrics=metrics, device=str(device))
-
-
-def check_compatible(ckpt_info, store_manifest: dict, *, store_path=None) -> None:
+def check_compatible(trained: dict, store_manifest: dict, *, store_path=None, run=None) -> None:
     """Raise ModelError (one line) when a store's encoders (name, version, dim) or clip length
-    differ from those the model was trained on. ``ckpt_info``: a LoadedRun, a checkpoint dict or
-    its ``features`` dict."""
-    if isinstance(ckpt_info, LoadedRun):
-        trained, run = ckpt_info.manifest, ckpt_info.path.parent
-    else:
-        trained, run = ckpt_info.get("features", ckpt_info), None
+    differ from those a model was trained on. ``trained``: a checkpoint dict or its ``features``
+    dict; ``run``: the run folder, named in the message."""
+    trained = trained.get("features", trained)
     problem = compat_problem(features_manifest(store_manifest), features_manifest(trained))
     if problem:
         where = store_path or "feature store"
