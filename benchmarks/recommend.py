@@ -131,11 +131,11 @@ def tower(args):
 
     torch.manual_seed(args.seed)
     if args.run:
-        from mvpt.embed import embed_sequences, load_model
+        from mvpt.run import Run
 
-        loaded = load_model(args.run)
-        dim = loaded.model.input_dims["audio"]
-        return (lambda seqs: embed_sequences(loaded, "audio", seqs, batch_size=512), dim,
+        run = Run.load(args.run)
+        dim = run.model.input_dims["audio"]
+        return (lambda seqs: run.embed("audio", seqs, batch_size=512), dim,
                 f"audio tower of run {args.run}")
     from mvpt.models.factory import build_model, load_config
 

@@ -286,24 +286,23 @@ def test_attributes_cli_scores_and_boxes(demo, pictures, tmp_path):
 def test_still_queries_are_the_conditioning_code_of_recommend(demo, tmp_path):
     """A picture's query is what `attribute_direction` makes of that picture alone, and a box's
     query is that of the cropped picture."""
-    from mvpt.analysis.attributes import RunHolder, still_embeddings
-    from mvpt.index import load_run_model
+    from mvpt.analysis.attributes import still_embeddings
+    from mvpt.run import Run
     from mvpt.recommend import attribute_direction
 
-    run = load_run_model(demo["runs"]["mvpt"])
+    run = Run.load(demo["runs"]["mvpt"])
     pictures = [draw(tmp_path / f"p{i}.png", colour, seed=i)
                 for i, (_, colour) in enumerate(CLASSES.values())]
     box = (0.25, 0.75, 0.0, 0.5)
     crop = write_png(tmp_path / "crop.png", crop_box(read_rgb(pictures[0]), box))
     queries = [Query(p, "x") for p in pictures] + [Query(pictures[0], "x", box)]
     got = still_embeddings(run, queries, clips=7, batch_size=2)
-    holder = RunHolder(run)
-    want = [attribute_direction(holder, [p], clips=7) for p in pictures + [crop]]
+    want = [attribute_direction(run, [p], clips=7) for p in pictures + [crop]]
     assert got.shape == (4, len(want[0]))
     assert np.allclose(got, np.stack(want), atol=1e-5)
     assert not np.allclose(got[0], got[3], atol=1e-3)  # the crop is another query
     shorter = still_embeddings(run, queries[:1], clips=2)
-    assert np.allclose(shorter[0], attribute_direction(holder, pictures[:1], clips=2), atol=1e-5)
+    assert np.allclose(shorter[0], attribute_direction(run, pictures[:1], clips=2), atol=1e-5)
 
 
 @pytest.mark.slow

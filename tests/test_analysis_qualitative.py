@@ -102,8 +102,8 @@ def media_durations(path: Path) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_qualitative_on_the_demo_run(demo, tmp_path):
-    from mvpt import embed
     from mvpt.cli import main
+    from mvpt.run import Run
     from mvpt.store import FeatureStore
 
     store = FeatureStore.open(demo["store"])
@@ -124,10 +124,10 @@ def test_qualitative_on_the_demo_run(demo, tmp_path):
     assert [e["direction"] for e in result["queries"]] == ["video_to_music", "music_to_video"]
 
     # the model's pick is the argmax of the similarity, recomputed here from the run
-    loaded = embed.load_model(demo["runs"]["mvpt"])
+    run = Run.load(demo["runs"]["mvpt"])
     feats = store.load(split="test", arrays=("video", "audio"))
     ids = [str(i) for i in feats.ids]
-    video, music = (embed.embed_sequences(loaded, m, [feats.item(i, m) for i in range(len(ids))])
+    video, music = (run.embed(m, [feats.item(i, m) for i in range(len(ids))])
                     for m in ("video", "audio"))
     sims = video @ music.T
     q = ids.index(query)

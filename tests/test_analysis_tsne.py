@@ -64,15 +64,16 @@ def test_perplexity_clamp():
 def independent_embeddings(demo, ids: list[str], store_array: str) -> np.ndarray:
     """Track-level embeddings computed without the analysis module: the run's model over each
     track's centred window of K clips."""
-    from mvpt.embed import centred, embed_sequences, load_model
+    from mvpt.embed import centred
+    from mvpt.run import Run
     from mvpt.store import FeatureStore
 
-    loaded = load_model(demo["runs"]["mvpt"])
+    run = Run.load(demo["runs"]["mvpt"])
     features = FeatureStore.open(demo["store"]).load(arrays=(store_array,), ids=ids)
     assert features.ids == ids
-    sequences = [centred(features.item(i, store_array).astype(np.float32), loaded.max_clips)
+    sequences = [centred(features.item(i, store_array).astype(np.float32), run.max_clips)
                  for i in range(len(ids))]
-    return embed_sequences(loaded, store_array, sequences)
+    return run.embed(store_array, sequences)
 
 
 @pytest.mark.slow

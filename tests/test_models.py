@@ -1,5 +1,6 @@
 """The model library: factory and configs, masking, baselines, loss, checkpoints, embed API."""
 
+import hashlib
 import json
 import math
 
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from mvpt.embed import check_store, embed_sequences, load_model
 from mvpt.errors import ModelError
 from mvpt.models import (
     build_model,
@@ -19,12 +19,12 @@ from mvpt.models import (
 from mvpt.models.checkpoint import (
     check_compatible,
     features_manifest,
-    load_run,
     make_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
 from mvpt.models.loss import LogitScale
+from mvpt.run import Run
 from mvpt.store import FeatureStore
 
 VIDEO_DIM, AUDIO_DIM = 12, 10
@@ -208,12 +208,16 @@ def save_run(tmp_path, model, manifest):
 def test_checkpoint_round_trip_and_embed_sequences(kind, tmp_path, rng):
     model = models_of_every_kind(rng)[kind]
     run = save_run(tmp_path, model, store_manifest())
-    loaded = load_model(run)
+    loaded = Run.load(run)
     assert loaded.config == model.config and loaded.epoch == 3
+    assert loaded.max_clips == model.config.max_clips == 30 and loaded.which == "best"
+    assert loaded.sha256 == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert loaded.identity() == {"path": str(run.resolve()), "which": "best",
+                                 "checkpoint_sha256": loaded.sha256}
     assert loaded.metrics["val_score"] == 0.5 and not loaded.model.training
     lengths = [40, 5, 30, 1, 12]  # 40 > K: read through its centred 30 clips
     seqs = [rng.normal(size=(n, AUDIO_DIM)).astype(np.float16) for n in lengths]
-    emb = embed_sequences(loaded, "audio", seqs, batch_size=2)
+    emb = loaded.embed("audio", seqs, batch_size=2)
     assert emb.dtype == np.float32 and emb.shape == (5, 8)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     with torch.no_grad():
@@ -224,33 +228,33 @@ def test_checkpoint_round_trip_and_embed_sequences(kind, tmp_path, rng):
 
 
 def test_embed_rejects_empty_and_wrong_dim_sequences(tmp_path, rng):
-    loaded = load_model(save_run(tmp_path, tiny_model("mlp"), store_manifest()))
+    loaded = Run.load(save_run(tmp_path, tiny_model("mlp"), store_manifest()))
     with pytest.raises(ModelError, match=r"video sequence 1: expected \[n_clips >= 1, 12\]"):
-        embed_sequences(loaded, "video", [np.zeros((3, 12)), np.zeros((0, 12))])
+        loaded.embed("video", [np.zeros((3, 12)), np.zeros((0, 12))])
     with pytest.raises(ModelError, match=r"expected \[n_clips >= 1, 10\], got \[3, 12\]"):
-        embed_sequences(loaded, "audio", [np.zeros((3, 12))])
-    assert embed_sequences(loaded, "video", []).shape == (0, 8)
+        loaded.embed("audio", [np.zeros((3, 12))])
+    assert loaded.embed("video", []).shape == (0, 8)
 
 
 def test_checkpoint_refuses_features_of_other_encoders(tmp_path):
     run = save_run(tmp_path, tiny_model("mlp"), store_manifest())
-    loaded = load_run(run)
-    check_compatible(loaded, store_manifest())  # same encoders: fine
+    loaded = Run.load(run)
+    loaded.check(FeatureStore.create(tmp_path / "same", store_manifest()))  # same encoders: fine
     other = FeatureStore.create(tmp_path / "clip-store", store_manifest(video_name="clip"))
     with pytest.raises(ModelError, match=r"clip-store: features do not fit the model of run "
                        r".*run: it was made with video encoder \('clip', '1', 12\) "
                        r"\(name, version, dim\), not \('v', '1', 12\)"):
-        check_store(loaded, other)
+        loaded.check(other)
     with pytest.raises(ModelError, match="made with clip_s=0.5, not clip_s=1.0"):
         check_compatible(read_checkpoint(run / "best.pt"), store_manifest(clip_s=0.5))
 
 
 def test_load_run_errors(tmp_path):
     with pytest.raises(ModelError, match="no such run folder"):
-        load_run(tmp_path / "missing")
+        Run.load(tmp_path / "missing")
     run = save_run(tmp_path, tiny_model("mlp"), store_manifest())
     with pytest.raises(ModelError, match=r"no last.pt \(found: \['best.pt'\]\)"):
-        load_run(run, which="last")
+        Run.load(run, which="last")
     (run / "best.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="unreadable checkpoint"):
-        load_run(run)
+        Run.load(run)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mvpt.cli import main as cli_main
-from mvpt.embed import check_store, embed_sequences, load_model
+from mvpt.run import Run
 from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
@@ -167,10 +167,10 @@ def test_mvpt_learns_synthetic_correspondence(store_path, tmp_path):
     assert "training" not in best and "optimizer" in read_checkpoint(
         tmp_path / "run" / "last.pt")["training"]
     # the eval contract: the trained model embeds the val split as it scored it
-    loaded = load_model(tmp_path / "run", which="last")
+    loaded = Run.load(tmp_path / "run", which="last")
     val = FeatureStore.open(store_path).load(split="val", arrays=("video", "audio"))
-    music = embed_sequences(loaded, "audio", [val.item(i, "audio") for i in range(len(val))])
-    video = embed_sequences(loaded, "video", [val.item(i, "video") for i in range(len(val))])
+    music = loaded.embed("audio", [val.item(i, "audio") for i in range(len(val))])
+    video = loaded.embed("video", [val.item(i, "video") for i in range(len(val))])
     top1 = (video @ music.T).argmax(1) == np.arange(len(val))
     assert top1.mean() == pytest.approx(final["val_video_to_music_R@1"])
 
@@ -182,9 +182,9 @@ def test_baselines_train_through_the_same_entry_point(model, store_path, tmp_pat
                    epochs=4, batch_size=32, lr=3e-3, progress=False)
     assert result["final"]["val_score"] > 3 * 10 / 64
     assert len(metric_lines(tmp_path / "run")) == (1 if model == "linear" else 4)
-    loaded = load_model(tmp_path / "run")
+    loaded = Run.load(tmp_path / "run")
     assert loaded.config.kind == model
-    emb = embed_sequences(loaded, "video", [np.ones((40, 12), np.float16)])
+    emb = loaded.embed("video", [np.ones((40, 12), np.float16)])
     assert emb.shape == (1, overrides["d_joint"])
 
 
@@ -231,7 +231,7 @@ def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):
     manifest["encoders"]["audio"]["version"] = "2"
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"audio encoder \('synthetic-audio', '2', 10\)"):
-        check_store(load_model(run), FeatureStore.open(other))
+        Run.load(run).check(FeatureStore.open(other))
     with pytest.raises(ModelError, match="features do not fit the model"):
         train(other, run, model="linear", resume=True, progress=False)
 

@@ -37,9 +37,10 @@ class DemoSettings:
     # data that doubled MVPt's test R@1 against the automatic batch of 16 for 30 epochs.
     epochs: int = 60
     batch_size: int | None = 32
-    # The music index's windows: the model's longest input (K = 30 clips of 1 s), every 10 s.
-    window_s: float = 30.0
-    stride_s: float = 10.0
+    # The music index's windows: None takes `mvpt index`'s defaults (the run's longest input,
+    # K x t = 30 s, every third of that), as a creator's own library would get.
+    window_s: float | None = None
+    stride_s: float | None = None
     top: int = 10
 
     @classmethod
@@ -138,14 +139,16 @@ def _manifest_rows(path: Path) -> int:
 
 def _recommend_stage(out: Path, run_dir: Path, library: list[str], held_out, settings,
                      progress: bool, quiet: bool) -> dict:
-    from mvpt.index import build_index
+    from mvpt.index import build_index, open_index
     from mvpt.recommend import recommend
+    from mvpt.run import Run
 
-    _say(f"[5/6] indexing the {len(library)} demo soundtracks ({settings.window_s:g} s windows "
-         f"every {settings.stride_s:g} s) -> {out / 'index'}; recommending music for each "
-         "held-out video", quiet)
-    build_index(run_dir, library, out / "index", modality="music", window_s=settings.window_s,
-                stride_s=settings.stride_s, progress=progress)
+    _say(f"[5/6] indexing the {len(library)} demo soundtracks -> {out / 'index'}; recommending "
+         "music for each held-out video", quiet)
+    build_index(Run.load(run_dir), library, out / "index", modality="music",
+                window_s=settings.window_s, stride_s=settings.stride_s, progress=progress)
+    windows = open_index(out / "index").windows
+    _say(f"      {windows.window_s:g} s windows every {windows.stride_s:g} s", quiet)
     hits_in_top = 0
     ranks = {}
     for item_id, path in zip(held_out["id"], held_out["source_path"]):
