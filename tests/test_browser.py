@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-
-from mvpt.serve import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -25,37 +25,68 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 WAIT_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def served_index(demo) -> tuple[Path, dict]:
-    """(index_dir, keyword arguments for create_app) the server runs on: the real pipeline over
-    the demo fixture's music index (its trained MVPt run), or over ``MVPT_SERVE_INDEX=DIR``."""
-    if os.environ.get("MVPT_SERVE_INDEX"):
-        return Path(os.environ["MVPT_SERVE_INDEX"]), {}
-    return Path(demo["index"]), {}
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server_url(served_index, tmp_path_factory):
-    """uvicorn in a thread on a free loopback port; stopped (and its work folder removed) after."""
-    import uvicorn
+def library(demo, tmp_path_factory) -> Path:
+    """A creator's folder, as the README has them type it: music files in ``music/``, then
+    ``mvpt index RUN music --out library`` run from that folder with relative arguments."""
+    folder = tmp_path_factory.mktemp("creator")
+    (folder / "music").mkdir()
+    for video in sorted((Path(demo["data"]).parent / "videos").glob("*.mp4"))[:6]:
+        shutil.copyfile(video, folder / "music" / video.name)
+    res = subprocess.run([sys.executable, "-m", "mvpt.cli", "index", demo["runs"]["mvpt"],
+                          "music", "--out", "library", "--no-progress"],
+                         cwd=folder, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return folder
 
-    index_dir, options = served_index
-    work_dir = tmp_path_factory.mktemp("work")
-    app = create_app(index_dir, work_dir=work_dir, **options)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
-    assert list(work_dir.iterdir()) == [], "the server left temporary files behind"
+
+def serve(cwd: Path, index_arg: str):
+    """``mvpt serve INDEX_ARG --port P`` started in ``cwd``; (url, process) once it answers."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mvpt.cli", "serve", index_arg, "--port",
+                             str(port)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"mvpt serve did not start: {proc.communicate()[0][-2000:]}")
+
+
+def stop(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module", params=["same folder", "another folder"])
+def server_url(request, library):
+    """``mvpt serve library`` from the creator's folder, and ``mvpt serve ../creator/library``
+    from a sibling folder: media paths must resolve either way."""
+    if request.param == "same folder":
+        cwd, index_arg = library, "library"
+    else:
+        cwd = library.parent / "elsewhere"
+        cwd.mkdir(exist_ok=True)
+        index_arg = os.path.relpath(library / "library", cwd)
+    url, proc = serve(cwd, index_arg)
+    yield url
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +131,7 @@ def save_screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_upload_rank_play_and_preview(page, query_video, server_url, served_index, tmp_path):
+def test_upload_rank_play_and_preview(page, query_video, server_url, tmp_path, request):
     page.set_input_files("#video-input", str(query_video))
     assert page.locator("#submit-button").is_enabled()
     page.click("#submit-button")
@@ -119,7 +150,7 @@ def test_upload_rank_play_and_preview(page, query_video, server_url, served_inde
     audio.evaluate("a => new Promise(r => a.readyState >= 1 ? r() : a.addEventListener('loadedmetadata', r))")
     page.wait_for_function("([a, t]) => Math.abs(a.currentTime - t) < 0.3", arg=[audio.element_handle(), offsets[index]])
     audio.evaluate("a => a.play()")
-    page.wait_for_function("([a, t]) => !a.paused && a.currentTime > t + 0.1 && !a.error",
+    page.wait_for_function("([a, t]) => !a.paused && a.currentTime > t + 1.0 && !a.error",
                            arg=[audio.element_handle(), offsets[index]], timeout=WAIT_MS)
 
     # The preview: the video plays, with picture and with (decoded) sound under it.
@@ -127,11 +158,13 @@ def test_upload_rank_play_and_preview(page, query_video, server_url, served_inde
     page.wait_for_function(
         "() => { const v = document.getElementById('preview');"
         " return v.src.includes('/api/previews/') && !v.paused && v.currentTime > 0.5 && !v.error"
-        " && v.videoWidth > 0 && v.webkitAudioDecodedByteCount > 0; }", timeout=WAIT_MS)
+        " && v.readyState >= 3 && v.videoWidth > 0 && v.webkitAudioDecodedByteCount > 0; }",
+        timeout=WAIT_MS)
     assert page.locator("#results li.result").first.get_attribute("class").split() == ["result", "current"]
     assert "rank 1" in page.locator("#preview-caption").text_content()
 
-    save_screenshot(page, tmp_path, "browser.png")
+    folder = request.node.callspec.params["server_url"].replace(" ", "-")
+    save_screenshot(page, tmp_path, f"browser-{folder}.png")
     assert page.console_errors == []
     outside = [url for url in page.requested if not url.startswith((server_url, "blob:", "data:"))]
     assert outside == [], "the page must not reach outside the server"
