@@ -474,3 +474,45 @@ def test_index_cli(tmp_path, linear_run, library, capsys):
     done = run_cli(capsys, "index", other, library[2], "--out", out, "--no-progress")
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert "built with run" in done.stderr
+
+
+def test_media_paths_are_absolute_and_survive_moving_the_folder(tmp_path, linear_run, library,
+                                                                monkeypatch):
+    creator = tmp_path / "creator"
+    (creator / "music").mkdir(parents=True)
+    for path in library[:2]:
+        (creator / "music" / path.name).write_bytes(path.read_bytes())
+    monkeypatch.chdir(creator)
+    build(linear_run, ["music"], "library")  # relative arguments, as typed
+    recorded = pq_source_paths(creator / "library")
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in recorded)
+    monkeypatch.chdir(tmp_path)
+    moved = tmp_path / "moved"
+    creator.rename(moved)
+    assert not any(Path(p).exists() for p in recorded)  # the recorded paths are gone
+    index = open_index(moved / "library")
+    found = sorted(set(index.table["source_path"]))
+    assert found == sorted(str(moved / "music" / p.name) for p in library[:2])
+
+
+def pq_source_paths(index_dir: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((index_dir / "index.json").read_text())
+    return pq.read_table(index_dir / manifest["files"]["table"]).column("source_path").to_pylist()
+
+
+def test_resolve_recorded_paths(tmp_path):
+    from mvpt.paths import resolve_recorded
+
+    (tmp_path / "new" / "music").mkdir(parents=True)
+    (tmp_path / "new" / "music" / "a.wav").write_bytes(b"x")
+    old = tmp_path / "old"
+    moved = resolve_recorded(old / "music" / "a.wav", folder=tmp_path / "new" / "index",
+                             recorded_folder=old / "index")
+    assert moved == (tmp_path / "new" / "music" / "a.wav").resolve()
+    missing = old / "music" / "b.wav"
+    assert resolve_recorded(missing, folder=tmp_path / "new" / "index",
+                            recorded_folder=old / "index") == missing
+    assert resolve_recorded("music/a.wav", folder=tmp_path / "new",
+                            recorded_folder=None) == tmp_path / "new" / "music" / "a.wav"

@@ -24,7 +24,7 @@ def resolve_recorded(recorded: str | os.PathLike, *, folder: str | os.PathLike |
         candidate = Path(folder) / path
         return candidate if candidate.exists() else path
     if recorded_folder is not None:
-        candidate = Path(folder) / os.path.relpath(path, recorded_folder)
+        candidate = Path(os.path.normpath(Path(folder) / os.path.relpath(path, recorded_folder)))
         if candidate.exists():
             return candidate.resolve()
     return path
