@@ -516,3 +516,23 @@ def test_resolve_recorded_paths(tmp_path):
                             recorded_folder=old / "index") == missing
     assert resolve_recorded("music/a.wav", folder=tmp_path / "new",
                             recorded_folder=None) == tmp_path / "new" / "music" / "a.wav"
+
+
+def test_mean_scoring_ranks_by_the_mean_over_all_pairs(rng):
+    vectors = rng.normal(size=(7, 4)).astype(np.float32)
+    table = pd.DataFrame({"item_id": ["a", "a", "a", "b", "b", "c", "c"],
+                          "start_s": np.arange(7) * 5.0, "end_s": np.arange(7) * 5.0 + 10.0})
+    index = Index.from_vectors(vectors, table)
+    queries = rng.normal(size=(3, 4)).astype(np.float32)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sims = unit(queries) @ unit(vectors).T
+    codes = table["item_id"].to_numpy()
+    want_mean = {i: sims[:, codes == i].mean() for i in "abc"}
+    want_max = {i: sims[:, codes == i].max() for i in "abc"}
+    for scoring, want in (("mean", want_mean), ("max", want_max)):
+        hits = index.search(queries, top=3, scoring=scoring)
+        assert [h.item_id for h in hits] == sorted(want, key=want.get, reverse=True), scoring
+        assert [h.score for h in hits] == pytest.approx(sorted(want.values(), reverse=True),
+                                                        abs=1e-5)
+    with pytest.raises(UsageError, match="scoring must be one of max, mean"):
+        index.search(queries, scoring="median")

@@ -59,6 +59,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "index.json"
 STORE_NAME = "store"
 KINDS = ("exact", "hnsw", "ivf")
+SCORINGS = ("max", "mean")  # an item's score over its (query window, item window) pairs
 STRIDE_FRACTION = 1 / 3  # default stride: a third of the window (the window defaults to K x t)
 DEFAULT_PARAMS = {
     "exact": {},
@@ -304,28 +305,47 @@ class Index:
         return checked_run(self.manifest, path, self.path, which=built.get("which", "best"))
 
     def search(self, queries: np.ndarray, *, top: int = 10,
-               query_windows_s: np.ndarray | None = None) -> list[WindowHit]:
-        """The ``top`` items best matching any of the query vectors [m, d], each with its best
-        (query window, item window) pair. ``query_windows_s`` [m, 2]: (start, end) in seconds of
-        each query vector's window in the query (for offsets). The per-item ranking is exact for
-        an exact index: FAISS is asked for more neighbours until no unseen window could enter
-        the top ``top`` items."""
+               query_windows_s: np.ndarray | None = None, scoring: str = "max"
+               ) -> list[WindowHit]:
+        """The ``top`` items best matching the query vectors [m, d], each with its best (query
+        window, item window) pair. ``query_windows_s`` [m, 2]: (start, end) in seconds of each
+        query vector's window in the query (for offsets). ``scoring``: an item's score is its
+        best pair ("max", the default) or the mean over all its pairs ("mean"; every window is
+        searched). The per-item ranking is exact for an exact index: FAISS is asked for more
+        neighbours until no unseen window could enter the top ``top`` items."""
         if top < 1:
             raise UsageError(f"top must be >= 1, got {top}")
+        if scoring not in SCORINGS:
+            raise UsageError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
         q = _normalise(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         spans = (np.zeros((len(q), 2)) if query_windows_s is None
                  else np.asarray(query_windows_s, dtype=np.float64).reshape(len(q), 2))
         if self.n_vectors == 0:
             return []
-        k = min(self.n_vectors, max(4 * top, 32))
+        k = self.n_vectors if scoring == "mean" else min(self.n_vectors, max(4 * top, 32))
         while True:
             scores, ids = self._search(q, k)
             best = self._best_per_item(scores, ids)
             if k >= self.n_vectors or _exact_enough(best, scores, ids, top):
                 break
             k = min(self.n_vectors, 4 * k)
+        if scoring == "mean":
+            best = self._rescored_by_mean(best, scores, ids)
         return [self._hit(rank, pair, spans[int(pair["query"])])
                 for rank, pair in enumerate(best[:top], start=1)]
+
+    def _rescored_by_mean(self, best: np.ndarray, scores: np.ndarray, ids: np.ndarray
+                          ) -> np.ndarray:
+        """``best`` (every item's best pair) with each score replaced by the item's mean over
+        all (query window, item window) pairs, re-sorted (ties: table order)."""
+        valid = ids.reshape(-1) >= 0
+        rows = np.searchsorted(self._vector_ids, ids.reshape(-1)[valid])
+        items = self._item_codes[rows]
+        sums = np.bincount(items, weights=scores.reshape(-1)[valid], minlength=self.n_items)
+        counts = np.bincount(items, minlength=self.n_items)
+        out = best.copy()
+        out["score"] = sums[out["item"]] / np.maximum(counts[out["item"]], 1)
+        return out[np.lexsort((out["item"], -out["score"]))]
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         set_search_params(self.faiss_index, self.kind, self.manifest["search"]["params"], k)
