@@ -31,6 +31,10 @@ from mvpt.errors import ModelError, StoreError, UsageError
 
 DIRECTIONS = ("video_to_music", "music_to_video")
 LEVELS = ("track", "segment")
+# Queries and candidates per block of scores: a block of float32 scores is BLOCK_SIZE^2 x 4 bytes.
+BLOCK_SIZE = 2048
+# Scores compared at a time (128K float32: 512 KiB, within a core's cache).
+TILE_SCORES = 1 << 17
 # Scores closer than this (relative to the product of the vectors' norms) count as tied, so that
 # mathematically equal similarities stay tied whatever rounding the matrix product does.
 TIE_RTOL = 1e-6
@@ -38,7 +42,6 @@ TIE_RTOL = 1e-6
 EmbedFn = Callable[[str, list], np.ndarray]
 
 
-# ---------------------------------------------------------------------------- metrics
 def retrieval_metrics(
     video_emb,
     music_emb,
@@ -46,40 +49,56 @@ def retrieval_metrics(
     lengths=None,
     same_length: bool = False,
     ks: Sequence[int] = (1, 5, 10),
-    block_size: int = 4096,
+    block_size: int = BLOCK_SIZE,
     pool: int | None = None,
     seed: int = 0,
+    tracks=None,
+    extra_video=None,
+    extra_music=None,
+    extra_lengths=None,
 ) -> dict:
     """Retrieval metrics of paired embeddings (row i of ``video_emb`` goes with row i of
     ``music_emb``), both directions, as an ordered dict: ``{direction}_R@{k}`` (fractions),
-    ``{direction}_median_rank``, ``{direction}_mean_rank``, ``mean_R@{max k}``, ``pool_size``,
-    ``n_pools``, ``n_queries``, ``mean_candidates``.
+    ``{direction}_median_rank``, ``{direction}_mean_rank``, ``mean_R@{max k}``, ``pool_size``
+    (candidates before exclusions), ``n_pools``, ``n_queries``, ``mean_candidates``.
 
     ``lengths``: int [n] clips per item, needed by ``same_length``. ``pool``: average over
     ``n // pool`` disjoint random pools of ``pool`` items drawn with ``seed`` (the whole set when
-    ``pool`` is None or >= n)."""
+    ``pool`` is None or >= n). ``tracks``: int [n] track of each item; a query's candidates then
+    leave out the other items of its own track (segment level, other-tracks negatives).
+    ``extra_video`` / ``extra_music``: [e, d] items that are candidates only, never queries (the
+    rest of a library), with ``extra_lengths`` for ``same_length``."""
     video, music = _validate(video_emb, music_emb, ks=ks, block_size=block_size)
-    lengths = _validate_lengths(lengths, n=len(video), same_length=same_length)
+    extra = _validate_extra(extra_video, extra_music, dim=video.shape[1])
+    lengths, extra_lengths = _validate_lengths(lengths, extra_lengths, n=len(video),
+                                               n_extra=len(extra[0]), same_length=same_length)
+    tracks = None if tracks is None else _validate_tracks(tracks, n=len(video))
     per_pool = []
     for idx in pool_indices(len(video), pool=pool, seed=seed):
-        groups = _length_groups(lengths[idx] if same_length else None, len(idx))
-        directions = {}
-        for name, queries, candidates in (("video_to_music", video, music),
-                                          ("music_to_video", music, video)):
-            if len(idx) < len(video):
-                queries, candidates = queries[idx], candidates[idx]
-            better, tied = _grouped_rank_counts(queries, candidates, groups=groups,
-                                                block_size=block_size)
-            directions[name] = _rank_summary(better, tied, ks=ks)
-        per_pool.append(_assemble(directions, n_candidates=_group_sizes(groups, len(idx)), ks=ks))
+        better = {d: np.empty(len(idx), np.int64) for d in DIRECTIONS}
+        tied = {d: np.empty(len(idx), np.int64) for d in DIRECTIONS}
+        for pos, extra_idx in _pool_groups(idx, lengths, extra_lengths):
+            rows = idx[pos]
+            counts = pair_rank_counts(
+                video[rows], music[rows], extra_video=extra[0][extra_idx],
+                extra_music=extra[1][extra_idx], block_size=block_size,
+                tracks=None if tracks is None else tracks[rows])
+            for d in DIRECTIONS:
+                better[d][pos], tied[d][pos] = counts[d]
+        directions = {d: _rank_summary(better[d], tied[d], ks=ks) for d in DIRECTIONS}
+        per_pool.append(_assemble(directions, ks=ks, pool_size=len(idx) + len(extra[0]),
+                                  n_candidates=_pool_candidates(idx, lengths, extra_lengths,
+                                                                tracks)))
     return _average(per_pool)
 
 
-def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10)) -> dict:
+def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10),
+                   pool_size: int | None = None) -> dict:
     """What random scores achieve, with the keys of :func:`retrieval_metrics`. ``pool_sizes``: the
     number of candidates (an int, the same for every query), or an int array of it per query (as
     with ``same_length``), or a list of such arrays, one per pool (averaged like pooled metrics).
-    Per query with n candidates: R@k = min(1, k / n), rank (n + 1) / 2."""
+    Per query with n candidates: R@k = min(1, k / n), rank (n + 1) / 2. ``pool_size``: the
+    reported pool (default: the number of queries)."""
     if isinstance(pool_sizes, (list, tuple)):
         pools = [np.asarray(p, dtype=np.int64).reshape(-1) for p in pool_sizes]
     elif np.ndim(pool_sizes) == 0:
@@ -95,23 +114,24 @@ def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10)) -> dict:
         summary["median_rank"] = float(np.median(ranks))
         summary["mean_rank"] = float(np.mean(ranks))
         per_pool.append(_assemble({d: summary for d in DIRECTIONS}, n_candidates=n_candidates,
-                                  ks=ks))
+                                  pool_size=pool_size or len(n_candidates), ks=ks))
     return _average(per_pool)
 
 
 def candidate_counts(
     n_items: int, *, lengths=None, same_length: bool = False, pool: int | None = None,
-    seed: int = 0,
+    seed: int = 0, tracks=None, extra_lengths=None, n_extra: int = 0,
 ) -> list[np.ndarray]:
-    """Per pool, the number of candidates each query is ranked among, for the same pools and
-    length groups that :func:`retrieval_metrics` uses with these arguments (feed to
-    :func:`chance_metrics`)."""
-    lengths = _validate_lengths(lengths, n=n_items, same_length=same_length)
-    out = []
-    for idx in pool_indices(n_items, pool=pool, seed=seed):
-        groups = _length_groups(lengths[idx] if same_length else None, len(idx))
-        out.append(_group_sizes(groups, len(idx)))
-    return out
+    """Per pool, the number of candidates each query is ranked among, for the same pools, length
+    groups, own-track exclusions and extra candidates that :func:`retrieval_metrics` uses with
+    these arguments (feed to :func:`chance_metrics`)."""
+    if extra_lengths is not None:
+        n_extra = len(extra_lengths)
+    lengths, extra_lengths = _validate_lengths(lengths, extra_lengths, n=n_items, n_extra=n_extra,
+                                               same_length=same_length)
+    tracks = None if tracks is None else _validate_tracks(tracks, n=n_items)
+    return [_pool_candidates(idx, lengths, extra_lengths, tracks)
+            for idx in pool_indices(n_items, pool=pool, seed=seed)]
 
 
 def pool_indices(n_items: int, *, pool: int | None, seed: int = 0) -> list[np.ndarray]:
@@ -125,39 +145,187 @@ def pool_indices(n_items: int, *, pool: int | None, seed: int = 0) -> list[np.nd
     return [np.sort(order[i * pool:(i + 1) * pool]) for i in range(n_items // pool)]
 
 
-def rank_counts(queries, candidates, *, block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """For query i (correct candidate i): ``better[i]``, the number of candidates scored strictly
-    higher, and ``tied[i]``, the number of other candidates scored equal (within ``TIE_RTOL``).
-    Scores are dot products computed ``block_size`` queries at a time."""
-    queries = np.asarray(queries, dtype=np.float32)
-    candidates = np.asarray(candidates, dtype=np.float32)
-    n = len(queries)
-    better = np.empty(n, dtype=np.int64)
-    tied = np.empty(n, dtype=np.int64)
-    if n == 0:
-        return better, tied
-    max_norm = np.sqrt(np.einsum("ij,ij->i", candidates, candidates).max())
-    tolerance = TIE_RTOL * max_norm * np.sqrt(np.einsum("ij,ij->i", queries, queries))
-    for lo in range(0, n, block_size):
-        hi = min(n, lo + block_size)
-        scores = queries[lo:hi] @ candidates.T  # [block, n]
-        rows = np.arange(hi - lo)
-        scores -= scores[rows, lo + rows].copy()[:, None]  # now relative to the correct score
-        tol = tolerance[lo:hi, None]
-        better[lo:hi] = np.count_nonzero(scores > tol, axis=1)
-        tied[lo:hi] = np.count_nonzero(scores >= -tol, axis=1) - better[lo:hi] - 1
-        del scores  # free the block before the next one is allocated
-    return better, tied
+def _pool_groups(idx, lengths, extra_lengths) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(positions in ``idx``, extra candidate indices) of each length group of a pool; one group
+    of everything when lengths are None (no same-length control)."""
+    if lengths is None:
+        return [(np.arange(len(idx)), np.arange(len(extra_lengths)))]
+    pool_lengths = lengths[idx]
+    return [(np.flatnonzero(pool_lengths == value), np.flatnonzero(extra_lengths == value))
+            for value in np.unique(pool_lengths)]
 
 
-def _grouped_rank_counts(queries, candidates, *, groups, block_size):
-    if len(groups) == 1 and len(groups[0]) == len(queries):  # one group: no copies
-        return rank_counts(queries, candidates, block_size=block_size)
-    better = np.empty(len(queries), dtype=np.int64)
-    tied = np.empty(len(queries), dtype=np.int64)
-    for idx in groups:
-        better[idx], tied[idx] = rank_counts(queries[idx], candidates[idx], block_size=block_size)
-    return better, tied
+def _pool_candidates(idx, lengths, extra_lengths, tracks) -> np.ndarray:
+    """Candidates of each query of pool ``idx``: its length group with the group's extras, less
+    the other items of its own track when ``tracks`` is given."""
+    sizes = np.empty(len(idx), dtype=np.int64)
+    for pos, extra_idx in _pool_groups(idx, lengths, extra_lengths):
+        sizes[pos] = len(pos) + len(extra_idx)
+        if tracks is not None:
+            _, inverse, same = np.unique(tracks[idx[pos]], return_inverse=True, return_counts=True)
+            sizes[pos] -= same[inverse] - 1
+    return sizes
+
+
+# ---------------------------------------------------------------------------- rank counting
+class DotScores:
+    """Dot-product scores, the scoring behind :func:`pair_rank_counts`: ``pairs`` gives the
+    similarities of video items (rows) with music items (columns), the true pairs on the
+    diagonal; ``extras`` gives one direction's queries against its extra candidates. Another
+    scoring (several windows per item, say) plugs in with the same three methods."""
+
+    def __init__(self, video, music, extra_video=None, extra_music=None):
+        self.side = {"video_to_music": (video, _matrix(extra_music, video.shape[1])),
+                     "music_to_video": (music, _matrix(extra_video, video.shape[1]))}
+        self.n = len(video)
+
+    def n_extra(self, direction: str) -> int:
+        return len(self.side[direction][1])
+
+    def pairs(self, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
+        video, music = self.side["video_to_music"][0], self.side["music_to_video"][0]
+        return np.matmul(video[rows], music[cols].T, out=out)
+
+    def extras(self, direction: str, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
+        queries, extra = self.side[direction]
+        return np.matmul(queries[rows], extra[cols].T, out=out)
+
+    def tolerances(self) -> dict:
+        """Per direction, how close to a query's correct score another score counts as tied:
+        ``TIE_RTOL`` x the query's norm x the largest candidate norm."""
+        norms = {d: np.sqrt(np.einsum("ij,ij->i", q, q)) for d, (q, _) in self.side.items()}
+        out = {}
+        for direction, other in zip(DIRECTIONS, DIRECTIONS[::-1]):
+            extra = self.side[direction][1]
+            largest = max(norms[other].max(initial=0.0),
+                          np.sqrt(np.einsum("ij,ij->i", extra, extra)).max(initial=0.0))
+            out[direction] = (TIE_RTOL * largest * norms[direction]).astype(np.float32)
+        return out
+
+
+def pair_rank_counts(video, music, *, extra_video=None, extra_music=None, tracks=None,
+                     block_size: int = BLOCK_SIZE) -> dict:
+    """Per direction, ``(better, tied)`` of each query i (correct candidate: item i of the other
+    modality): the candidates scored strictly higher, and the other candidates scored equal
+    (within ``TIE_RTOL``). Candidates: every paired item plus the extras of the other modality;
+    with ``tracks``, not the other items of the query's own track. See :func:`count_ranks`."""
+    video = np.ascontiguousarray(video, dtype=np.float32)
+    music = np.ascontiguousarray(music, dtype=np.float32)
+    if tracks is None:
+        return count_ranks(DotScores(video, music, extra_video, extra_music),
+                           block_size=block_size)
+    order = np.argsort(tracks, kind="stable")  # own-track candidates next to each other
+    counts = count_ranks(DotScores(video[order], music[order], extra_video, extra_music),
+                         block_size=block_size, runs=_runs(np.asarray(tracks)[order]))
+    out = {}
+    for direction, (better, tied) in counts.items():
+        out[direction] = (np.empty_like(better), np.empty_like(tied))
+        out[direction][0][order], out[direction][1][order] = better, tied
+    return out
+
+
+def count_ranks(scores, *, block_size: int = BLOCK_SIZE, runs=None) -> dict:
+    """``(better, tied)`` per direction from a scoring like :class:`DotScores`, computed in
+    square blocks of ``block_size`` x ``block_size`` scores (memory O(block_size^2)); each block
+    of pair scores counts for both directions (video rows, music columns). ``runs``: (first,
+    end) of the items excluded with each query (its own track; items must be grouped by track)."""
+    n = scores.n
+    tolerance = scores.tolerances()
+    buffers = (np.empty(block_size * block_size, np.float32),
+               np.empty(block_size * block_size, np.bool_))
+    counts = _RankCounter(n, buffers)
+    spans = [slice(lo, min(n, lo + block_size)) for lo in range(0, n, block_size)]
+    for span in spans:  # diagonal blocks first: the correct scores, from the same product
+        block = scores.pairs(span, span, out=counts.block(span, span))
+        correct = np.diagonal(block).copy()
+        for direction in DIRECTIONS:
+            counts.set_threshold(direction, span, correct, tolerance[direction][span])
+        counts.count_pairs(block, span, span, runs)
+    for rows in spans:
+        for cols in spans:
+            if rows != cols:
+                counts.count_pairs(scores.pairs(rows, cols, out=counts.block(rows, cols)),
+                                   rows, cols, runs)
+        for direction in DIRECTIONS:
+            for lo in range(0, scores.n_extra(direction), block_size):
+                cols = slice(lo, min(scores.n_extra(direction), lo + block_size))
+                block = scores.extras(direction, rows, cols, out=counts.block(rows, cols))
+                counts.count(block, rows, row_direction=direction)
+    return counts.result()
+
+
+class _RankCounter:
+    """Running counts of candidates above a query's upper threshold (correct score + tolerance)
+    and at or above its lower one (correct - tolerance), counted in place in reused buffers."""
+
+    def __init__(self, n: int, buffers):
+        self.scores, self.mask = buffers
+        self.upper = {d: np.empty(n, np.float32) for d in DIRECTIONS}
+        self.lower = {d: np.empty(n, np.float32) for d in DIRECTIONS}
+        self.better = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+        self.at_least = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+
+    def block(self, rows: slice, cols: slice) -> np.ndarray:
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        return self.scores[:shape[0] * shape[1]].reshape(shape)
+
+    def set_threshold(self, direction, span, correct, tolerance) -> None:
+        self.upper[direction][span] = correct + tolerance
+        self.lower[direction][span] = correct - tolerance
+
+    def count_pairs(self, block, rows, cols, runs) -> None:
+        if runs is not None:
+            _exclude_own_track(block, rows, cols, runs)
+        self.count(block, rows, cols)
+
+    def count(self, block, rows: slice, cols: slice | None = None,
+              row_direction: str = "video_to_music") -> None:
+        """Add the block's candidates of the queries of its rows (``row_direction``) and, given
+        ``cols``, of the queries of its columns (music to video), a few rows at a time so that
+        each piece is compared while it is in the processor's cache."""
+        step = max(1, TILE_SCORES // block.shape[1])
+        mask = self.mask[:block.size].reshape(block.shape)
+        for lo in range(0, len(block), step):
+            tile, tile_mask = block[lo:lo + step], mask[lo:lo + step]
+            tile_rows = slice(rows.start + lo, rows.start + lo + len(tile))
+            self._add(row_direction, tile, tile_mask, tile_rows, axis=1)
+            if cols is not None:
+                self._add("music_to_video", tile, tile_mask, cols, axis=0)
+
+    def _add(self, direction, tile, mask, queries: slice, axis: int) -> None:
+        """Count the tile's scores above each query's thresholds (queries along ``axis``)."""
+        for threshold, total, compare in ((self.upper, self.better, np.greater),
+                                          (self.lower, self.at_least, np.greater_equal)):
+            limit = threshold[direction][queries]
+            compare(tile, limit[:, None] if axis == 1 else limit[None, :], out=mask)
+            total[direction][queries] += mask.view(np.uint8).sum(axis=axis, dtype=np.int32)
+
+    def result(self) -> dict:
+        # at_least also counted the correct candidate itself
+        return {d: (self.better[d], self.at_least[d] - self.better[d] - 1) for d in DIRECTIONS}
+
+
+def _runs(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, end) index of each item's run of equal, consecutive ``tracks``."""
+    starts_run = np.r_[True, tracks[1:] != tracks[:-1]]
+    first = np.flatnonzero(starts_run)
+    end = np.r_[first[1:], len(tracks)]
+    which = np.cumsum(starts_run) - 1
+    return first[which], end[which]
+
+
+def _exclude_own_track(block, rows: slice, cols: slice, runs) -> None:
+    """Scores of other items of the row's own track become -inf (never better, never tied)."""
+    first, end = runs[0][rows], runs[1][rows]
+    hit = np.flatnonzero((first < cols.stop) & (end > cols.start) & (end - first > 1))
+    if len(hit) == 0:
+        return
+    r0, r1 = hit[0], hit[-1] + 1  # runs are sorted, so the hit rows are consecutive
+    c0, c1 = max(cols.start, first[r0:r1].min()), min(cols.stop, end[r0:r1].max())
+    col = np.arange(c0, c1)
+    row = np.arange(rows.start + r0, rows.start + r1)[:, None]
+    own = (col >= first[r0:r1, None]) & (col < end[r0:r1, None]) & (col != row)
+    block[r0:r1, c0 - cols.start:c1 - cols.start][own] = -np.inf
 
 
 def _rank_summary(better: np.ndarray, tied: np.ndarray, *, ks) -> dict:
@@ -169,14 +337,14 @@ def _rank_summary(better: np.ndarray, tied: np.ndarray, *, ks) -> dict:
     return summary
 
 
-def _assemble(directions: dict, *, n_candidates: np.ndarray, ks) -> dict:
+def _assemble(directions: dict, *, n_candidates: np.ndarray, pool_size: int, ks) -> dict:
     out = {}
     for direction in DIRECTIONS:
         for key, value in directions[direction].items():
             out[f"{direction}_{key}"] = value
     top = max(ks)
     out[f"mean_R@{top}"] = float(np.mean([out[f"{d}_R@{top}"] for d in DIRECTIONS]))
-    out["pool_size"] = int(len(n_candidates))
+    out["pool_size"] = int(pool_size)
     out["n_pools"] = 1
     out["n_queries"] = int(len(n_candidates))
     out["mean_candidates"] = float(np.mean(n_candidates))
@@ -190,19 +358,6 @@ def _average(per_pool: list[dict]) -> dict:
     out["n_pools"] = len(per_pool)
     out["n_queries"] = int(sum(p["n_queries"] for p in per_pool))
     return out
-
-
-def _length_groups(lengths: np.ndarray | None, n: int) -> list[np.ndarray]:
-    if lengths is None:
-        return [np.arange(n)]
-    return [np.flatnonzero(lengths == value) for value in np.unique(lengths)]
-
-
-def _group_sizes(groups: list[np.ndarray], n: int) -> np.ndarray:
-    sizes = np.empty(n, dtype=np.int64)
-    for idx in groups:
-        sizes[idx] = len(idx)
-    return sizes
 
 
 def _validate(video_emb, music_emb, *, ks, block_size) -> tuple[np.ndarray, np.ndarray]:
@@ -222,15 +377,46 @@ def _validate(video_emb, music_emb, *, ks, block_size) -> tuple[np.ndarray, np.n
     return video, music
 
 
-def _validate_lengths(lengths, *, n: int, same_length: bool) -> np.ndarray | None:
+def _validate_extra(extra_video, extra_music, *, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if (extra_video is None) != (extra_music is None):
+        raise UsageError("extra candidates need both extra_video and extra_music")
+    video, music = _matrix(extra_video, dim), _matrix(extra_music, dim)
+    if video.shape != music.shape or video.shape[1] != dim:
+        raise UsageError(f"extra video and music embeddings must be matrices [e, {dim}], got "
+                         f"{video.shape} and {music.shape}")
+    if not (np.isfinite(video).all() and np.isfinite(music).all()):
+        raise UsageError("extra embeddings contain NaN or infinite values")
+    return video, music
+
+
+def _matrix(values, dim: int) -> np.ndarray:
+    """float32 C-contiguous [n, dim]; None gives an empty one."""
+    if values is None:
+        return np.empty((0, dim), dtype=np.float32)
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def _validate_lengths(lengths, extra_lengths, *, n: int, n_extra: int, same_length: bool):
+    """(lengths, extra lengths) as arrays when ``same_length``, else (None, a placeholder with
+    one entry per extra candidate)."""
     if not same_length:
-        return None
-    if lengths is None:
-        raise UsageError("same_length=True needs lengths (clips per item)")
+        return None, np.zeros(n_extra, dtype=np.int64)
+    if lengths is None or (n_extra and extra_lengths is None):
+        raise UsageError("same_length=True needs lengths (clips per item) and, with extra "
+                         "candidates, extra_lengths")
     lengths = np.asarray(lengths).reshape(-1)
-    if len(lengths) != n:
-        raise UsageError(f"lengths has {len(lengths)} entries for {n} items")
-    return lengths
+    extra_lengths = np.asarray([] if extra_lengths is None else extra_lengths).reshape(-1)
+    if len(lengths) != n or len(extra_lengths) != n_extra:
+        raise UsageError(f"lengths has {len(lengths)} entries for {n} items, extra_lengths "
+                         f"{len(extra_lengths)} for {n_extra} extra candidates")
+    return lengths, extra_lengths
+
+
+def _validate_tracks(tracks, *, n: int) -> np.ndarray:
+    tracks = np.asarray(tracks).reshape(-1)
+    if len(tracks) != n:
+        raise UsageError(f"tracks has {len(tracks)} entries for {n} items")
+    return tracks
 
 
 # ---------------------------------------------------------------------------- evaluation
