@@ -22,16 +22,30 @@ KS = (1, 5, 10)
 
 
 # ---------------------------------------------------------------------------- reference
-def brute_force(video, music, *, lengths=None, ks=KS) -> dict:
-    """Full float64 similarity matrix and explicit loops over queries and candidates."""
-    sims = np.asarray(video, np.float64) @ np.asarray(music, np.float64).T
+def brute_force(video, music, *, lengths=None, tracks=None, extra_video=None, extra_music=None,
+                extra_lengths=None, ks=KS) -> dict:
+    """Full float64 similarity matrices and explicit loops over queries and candidates. Extra
+    candidates follow the paired ones; with ``tracks``, a query skips its own track's other
+    items; with ``lengths``, candidates of another length."""
+    n = len(video)
+    dim = np.shape(video)[1]
+    extra_video = np.zeros((0, dim)) if extra_video is None else extra_video
+    extra_music = np.zeros((0, dim)) if extra_music is None else extra_music
+    candidate_lengths = None
+    if lengths is not None:
+        candidate_lengths = np.concatenate([lengths, [] if extra_lengths is None else extra_lengths])
     out = {}
-    for direction, matrix in zip(DIRECTIONS, (sims, sims.T)):
+    for direction, queries, candidates in (
+            ("video_to_music", video, np.concatenate([music, extra_music])),
+            ("music_to_video", music, np.concatenate([video, extra_video]))):
+        matrix = np.asarray(queries, np.float64) @ np.asarray(candidates, np.float64).T
         ranks, hits = [], {k: [] for k in ks}
-        for i in range(len(matrix)):
+        for i in range(n):
             better = tied = 0
-            for j in range(len(matrix)):
-                if j == i or (lengths is not None and lengths[j] != lengths[i]):
+            for j in range(len(candidates)):
+                if j == i or (lengths is not None and candidate_lengths[j] != lengths[i]):
+                    continue
+                if tracks is not None and j < n and tracks[j] == tracks[i]:
                     continue
                 better += matrix[i, j] > matrix[i, i]
                 tied += matrix[i, j] == matrix[i, i]
@@ -147,6 +161,86 @@ def test_same_length_ignores_candidates_of_other_lengths(rng):
     b = retrieval_metrics(video, lure, lengths=lengths, same_length=True)
     assert b["video_to_music_R@1"] * 100 >= a["video_to_music_R@1"] * (lengths == 3).sum()
     assert retrieval_metrics(video, lure)["video_to_music_R@1"] < b["video_to_music_R@1"]
+
+
+def test_extra_candidates_match_brute_force(rng):
+    for video, music in (noisy_pairs(rng, n=70), quantised_pairs(rng, n=70)):
+        extra_video, extra_music = quantised_pairs(rng, n=45) if video[0, 0] % 1 == 0 else \
+            noisy_pairs(rng, n=45)
+        extra_music[:5] = music[3]  # copies of a correct candidate: ties with it
+        kwargs = dict(extra_video=extra_video, extra_music=extra_music)
+        metrics = retrieval_metrics(video, music, block_size=16, **kwargs)
+        assert_matches(metrics, brute_force(video, music, **kwargs))
+        assert metrics["pool_size"] == 115 and metrics["mean_candidates"] == 115
+        assert metrics["n_queries"] == 70
+        # distractors only make it harder
+        assert metrics["mean_R@10"] < retrieval_metrics(video, music)["mean_R@10"]
+
+
+def test_extra_candidates_with_same_length(rng):
+    video, music = noisy_pairs(rng, n=60, noise=0.5)
+    extra_video, extra_music = noisy_pairs(rng, n=40)
+    lengths, extra_lengths = rng.integers(3, 6, size=60), rng.integers(3, 7, size=40)
+    kwargs = dict(extra_video=extra_video, extra_music=extra_music, lengths=lengths,
+                  extra_lengths=extra_lengths)
+    metrics = retrieval_metrics(video, music, same_length=True, block_size=8, **kwargs)
+    assert_matches(metrics, brute_force(video, music, **kwargs))
+    counts = candidate_counts(60, lengths=lengths, same_length=True, extra_lengths=extra_lengths)
+    expected = [(lengths == n).sum() + (extra_lengths == n).sum() for n in lengths]
+    assert counts[0].tolist() == expected
+    with pytest.raises(UsageError, match="extra_lengths"):
+        retrieval_metrics(video, music, same_length=True, lengths=lengths,
+                          extra_video=extra_video, extra_music=extra_music)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16, 1000])
+def test_other_tracks_excludes_own_track_like_brute_force(rng, block_size):
+    video, music = quantised_pairs(rng, n=60)
+    tracks = rng.integers(0, 15, size=60)  # unsorted labels: own-track items scattered
+    metrics = retrieval_metrics(video, music, tracks=tracks, block_size=block_size)
+    assert_matches(metrics, brute_force(video, music, tracks=tracks))
+    same = np.array([(tracks == t).sum() for t in tracks])
+    assert metrics["mean_candidates"] == pytest.approx(np.mean(60 - same + 1))
+    assert metrics["pool_size"] == 60
+
+
+def test_other_tracks_with_extras_lengths_and_pools(rng):
+    video, music = noisy_pairs(rng, n=80, noise=0.6)
+    extra_video, extra_music = noisy_pairs(rng, n=30)
+    tracks, lengths = np.repeat(np.arange(20), 4), rng.integers(3, 5, size=80)
+    extra_lengths = rng.integers(3, 5, size=30)
+    kwargs = dict(tracks=tracks, lengths=lengths, extra_video=extra_video,
+                  extra_music=extra_music, extra_lengths=extra_lengths)
+    metrics = retrieval_metrics(video, music, same_length=True, block_size=6, **kwargs)
+    assert_matches(metrics, brute_force(video, music, **kwargs))
+    pooled = retrieval_metrics(video, music, same_length=True, pool=25, seed=2, **kwargs)
+    by_hand = [brute_force(video[p], music[p], tracks=tracks[p], lengths=lengths[p],
+                           extra_video=extra_video, extra_music=extra_music,
+                           extra_lengths=extra_lengths)["music_to_video_R@5"]
+               for p in pool_indices(80, pool=25, seed=2)]
+    assert pooled["music_to_video_R@5"] == pytest.approx(np.mean(by_hand))
+    assert pooled["pool_size"] == 25 + 30
+
+
+def test_constant_embeddings_match_chance_with_exclusions_and_extras(rng):
+    tracks = np.repeat(np.arange(6), [1, 2, 3, 4, 5, 5])
+    n = len(tracks)
+    ones = np.ones((n, 4), np.float32)
+    metrics = retrieval_metrics(ones, ones, tracks=tracks, extra_video=ones[:7],
+                                extra_music=ones[:7])
+    counts = candidate_counts(n, tracks=tracks, n_extra=7)
+    assert counts[0].tolist() == [n + 7 - (tracks == t).sum() + 1 for t in tracks]
+    assert metrics == pytest.approx(chance_metrics(counts, pool_size=n + 7))
+
+
+def test_duplicate_candidates_in_other_blocks_tie_exactly(rng):
+    # non-integer vectors: a tie only holds if every block's product rounds the same way
+    video, music = noisy_pairs(rng, n=64, dim=256)
+    music[[9, 33, 50, 63]] = music[2]
+    video[[17, 40]] = video[5]
+    for block_size in (3, 8, 64):
+        metrics = retrieval_metrics(video, music, block_size=block_size)
+        assert_matches(metrics, brute_force(video.astype(np.float64), music.astype(np.float64)))
 
 
 def test_same_length_chance_is_per_query():

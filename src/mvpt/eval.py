@@ -259,7 +259,7 @@ class _RankCounter:
     and at or above its lower one (correct - tolerance), counted in place in reused buffers."""
 
     def __init__(self, n: int, buffers):
-        self.scores, self.mask = buffers
+        self.score_buffer, self.mask = buffers
         self.upper = {d: np.empty(n, np.float32) for d in DIRECTIONS}
         self.lower = {d: np.empty(n, np.float32) for d in DIRECTIONS}
         self.better = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
@@ -267,7 +267,7 @@ class _RankCounter:
 
     def block(self, rows: slice, cols: slice) -> np.ndarray:
         shape = (rows.stop - rows.start, cols.stop - cols.start)
-        return self.scores[:shape[0] * shape[1]].reshape(shape)
+        return self.score_buffer[:shape[0] * shape[1]].reshape(shape)
 
     def set_threshold(self, direction, span, correct, tolerance) -> None:
         self.upper[direction][span] = correct + tolerance
