@@ -318,8 +318,9 @@ def test_track_and_segment_windows():
 DIM = 6
 
 
-def make_store(path, track_clips, *, rng, split="test", constant_in_time=False):
-    """A store whose audio features equal the video features plus a little noise."""
+def make_store(path, track_clips, *, rng, split="test", constant_in_time=False, copies=0):
+    """A store whose audio features equal the video features plus a little noise; ``copies``:
+    that many tracks of split "train" with the features of the first tracks."""
     store = FeatureStore.create(path, {
         "encoders": {"video": {"name": "fake-v", "version": "1", "dim": DIM},
                      "audio": {"name": "fake-a", "version": "1", "dim": DIM}},
@@ -333,6 +334,9 @@ def make_store(path, track_clips, *, rng, split="test", constant_in_time=False):
         results.append(ItemResult(id=f"t{i}", source_path=f"t{i}.mp4", split=split,
                                   status="done", duration_s=float(n),
                                   arrays={"video": video, "audio": audio}))
+    results += [ItemResult(id=f"copy{i}", source_path=f"copy{i}.mp4", split="train",
+                           status="done", duration_s=r.duration_s, arrays=r.arrays)
+                for i, r in enumerate(results[:copies])]
     store.write_shard(results)
     return store
 
@@ -379,6 +383,50 @@ def test_segments_of_the_same_track_are_hard_negatives(tmp_path, rng):
     # 7 segments: ranks 1.5 (x4, two-segment tracks) and 2 (x3, three-segment track)
     assert metrics["video_to_music_mean_rank"] == pytest.approx((4 * 1.5 + 3 * 2) / 7, abs=1e-6)
     assert metrics["video_to_music_R@1"] == pytest.approx((4 / 2 + 3 / 3) / 7)
+
+
+def test_other_tracks_leaves_out_the_own_tracks_segments(tmp_path, rng):
+    make_store(tmp_path / "store", [20, 20, 30, 10], rng=rng, constant_in_time=True)
+    result = evaluate(None, tmp_path / "store", level="segment", embed_fn=MeanEmbed(),
+                      segment_negatives="other-tracks")
+    assert result["segment_negatives"] == "other-tracks" and result["n_items"] == 8
+    # indistinguishable own-track segments no longer compete: every query ranks first
+    assert result["metrics"]["video_to_music_R@1"] == 1.0
+    assert result["metrics"]["music_to_video_median_rank"] == 1.0
+    # 8 segments in the pool; a query's candidates: 8 less the other segments of its track
+    expected = np.array([7, 7, 7, 7, 6, 6, 6, 8])
+    assert result["pool_size"] == 8
+    assert result["metrics"]["mean_candidates"] == pytest.approx(expected.mean())
+    assert result["chance"]["mean_candidates"] == pytest.approx(expected.mean())
+    assert result["chance"]["video_to_music_R@1"] == pytest.approx(np.mean(1 / expected))
+    track = evaluate(None, tmp_path / "store", level="track", embed_fn=MeanEmbed(),
+                     segment_negatives="other-tracks")
+    assert track["segment_negatives"] is None and track["pool_size"] == 4
+
+
+def test_candidates_all_ranks_the_split_against_the_whole_store(tmp_path, rng):
+    # two train tracks are exact copies of test tracks 0 and 1: each ties with its original
+    make_store(tmp_path / "store", [25, 30, 20, 40, 12], rng=rng, copies=2)
+    embed = MeanEmbed()
+    result = evaluate(None, tmp_path / "store", level="track", embed_fn=embed, candidates="all")
+    assert embed.lengths["video"] == [25, 30, 20, 30, 12, 25, 30]  # 5 queries, then 2 extras
+    assert (result["candidates"], result["n_items"], result["n_extra_items"]) == ("all", 5, 2)
+    assert result["pool_size"] == 7 and result["metrics"]["n_queries"] == 5
+    for direction in DIRECTIONS:
+        assert result["metrics"][f"{direction}_R@1"] == pytest.approx((2 * 0.5 + 3) / 5)
+        assert result["chance"][f"{direction}_R@1"] == pytest.approx(1 / 7)
+    assert result["chance"]["pool_size"] == 7
+    split_only = evaluate(None, tmp_path / "store", level="track", embed_fn=MeanEmbed())
+    assert split_only["metrics"]["video_to_music_R@1"] == 1.0 and split_only["pool_size"] == 5
+    segment = evaluate(None, tmp_path / "store", level="segment", embed_fn=MeanEmbed(),
+                       candidates="all", same_length=True)
+    # 2 + 3 + 2 + 4 + 1 test segments; copies add 2 + 3 segments of the same length
+    assert (segment["n_items"], segment["n_extra_items"], segment["pool_size"]) == (12, 5, 17)
+    assert segment["metrics"]["mean_candidates"] == 17
+    with pytest.raises(UsageError, match="no pool to draw"):
+        evaluate(None, tmp_path / "store", embed_fn=MeanEmbed(), candidates="all", pool=2)
+    with pytest.raises(UsageError, match="segment_negatives must be one of"):
+        evaluate(None, tmp_path / "store", embed_fn=MeanEmbed(), segment_negatives="own")
 
 
 def test_evaluate_same_length_and_pools(tmp_path, rng):
@@ -468,6 +516,31 @@ def test_cli_prints_tables_and_json(tmp_path, rng, fake_embed_module, capsys):
                      "--same-length", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["results"][0]["same_length"] is True and len(out["results"]) == 1
+
+
+def test_cli_segment_negatives_and_candidates(tmp_path, rng, fake_embed_module, capsys):
+    store = make_store(tmp_path / "store", [25, 25, 31, 8], rng=rng, copies=1)
+    make_run(tmp_path / "run", store)
+    args = ["eval", str(tmp_path / "run"), str(tmp_path / "store")]
+    assert cli.main(args + ["--segment-negatives", "other-tracks", "--candidates", "all",
+                            "--json", str(tmp_path / "out.json")]) == 0
+    text = capsys.readouterr().out
+    assert "own track left out" in text and "outside the split" in text
+    track, segment = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert (track["pool_size"], track["n_extra_items"]) == (5, 1)
+    assert segment["segment_negatives"] == "other-tracks" and segment["n_extra_items"] == 2
+    assert segment["pool_size"] == 7 + 2 and segment["chance"]["pool_size"] == 9
+    assert cli.main(args + ["--candidates", "all", "--pool", "2"]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert "no pool to draw" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_choices_are_the_library_choices():
+    from mvpt.commands import eval as command
+    from mvpt import eval as library
+
+    assert command.SEGMENT_NEGATIVES == library.SEGMENT_NEGATIVES
+    assert command.CANDIDATES == library.CANDIDATES
 
 
 def test_cli_reports_missing_store_in_one_line(tmp_path, capsys, fake_embed_module):

@@ -21,6 +21,8 @@ beside chance computed from the same pools.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,8 +33,13 @@ from mvpt.errors import ModelError, StoreError, UsageError
 
 DIRECTIONS = ("video_to_music", "music_to_video")
 LEVELS = ("track", "segment")
+# Segment level: "all" ranks a segment among every other segment, its own track's included (the
+# paper-comparable setting); "other-tracks" leaves out the other segments of its own track.
+SEGMENT_NEGATIVES = ("all", "other-tracks")
+# "split": the split's items are the candidates; "all": every done track of the store is.
+CANDIDATES = ("split", "all")
 # Queries and candidates per block of scores: a block of float32 scores is BLOCK_SIZE^2 x 4 bytes.
-BLOCK_SIZE = 2048
+BLOCK_SIZE = 4096
 # Scores compared at a time (128K float32: 512 KiB, within a core's cache).
 TILE_SCORES = 1 << 17
 # Scores closer than this (relative to the product of the vectors' norms) count as tied, so that
@@ -224,54 +231,57 @@ def pair_rank_counts(video, music, *, extra_video=None, extra_music=None, tracks
     return out
 
 
-def count_ranks(scores, *, block_size: int = BLOCK_SIZE, runs=None) -> dict:
+def count_ranks(scores, *, block_size: int = BLOCK_SIZE, runs=None,
+                threads: int | None = None) -> dict:
     """``(better, tied)`` per direction from a scoring like :class:`DotScores`, computed in
     square blocks of ``block_size`` x ``block_size`` scores (memory O(block_size^2)); each block
-    of pair scores counts for both directions (video rows, music columns). ``runs``: (first,
-    end) of the items excluded with each query (its own track; items must be grouped by track)."""
+    of pair scores counts for both directions (video rows, music columns), by ``threads``
+    threads (default: the usable CPUs, at most 8). ``runs``: (first, end) of the items excluded
+    with each query (its own track; items must be grouped by track)."""
     n = scores.n
     tolerance = scores.tolerances()
-    buffers = (np.empty(block_size * block_size, np.float32),
-               np.empty(block_size * block_size, np.bool_))
-    counts = _RankCounter(n, buffers)
+    threads = threads or min(8, len(os.sched_getaffinity(0)))
     spans = [slice(lo, min(n, lo + block_size)) for lo in range(0, n, block_size)]
-    for span in spans:  # diagonal blocks first: the correct scores, from the same product
-        block = scores.pairs(span, span, out=counts.block(span, span))
-        correct = np.diagonal(block).copy()
-        for direction in DIRECTIONS:
-            counts.set_threshold(direction, span, correct, tolerance[direction][span])
-        counts.count_pairs(block, span, span, runs)
-    for rows in spans:
-        for cols in spans:
-            if rows != cols:
-                counts.count_pairs(scores.pairs(rows, cols, out=counts.block(rows, cols)),
-                                   rows, cols, runs)
-        for direction in DIRECTIONS:
-            for lo in range(0, scores.n_extra(direction), block_size):
-                cols = slice(lo, min(scores.n_extra(direction), lo + block_size))
-                block = scores.extras(direction, rows, cols, out=counts.block(rows, cols))
-                counts.count(block, rows, row_direction=direction)
+    with ThreadPoolExecutor(threads) as pool:
+        counts = _RankCounter(n, block_size=block_size, threads=threads, pool=pool)
+        for span in spans:  # diagonal blocks first: the correct scores, from the same product
+            block = scores.pairs(span, span, out=counts.block(span, span))
+            counts.set_thresholds(span, np.diagonal(block).copy(), tolerance)
+            counts.count_pairs(block, span, span, runs)
+        for rows in spans:
+            for cols in spans:
+                if rows != cols:
+                    counts.count_pairs(scores.pairs(rows, cols, out=counts.block(rows, cols)),
+                                       rows, cols, runs)
+            for direction in DIRECTIONS:
+                for lo in range(0, scores.n_extra(direction), block_size):
+                    cols = slice(lo, min(scores.n_extra(direction), lo + block_size))
+                    block = scores.extras(direction, rows, cols, out=counts.block(rows, cols))
+                    counts.count(block, rows, row_direction=direction)
     return counts.result()
 
 
 class _RankCounter:
-    """Running counts of candidates above a query's upper threshold (correct score + tolerance)
-    and at or above its lower one (correct - tolerance), counted in place in reused buffers."""
+    """Counts, for each query, the candidates above its upper threshold (correct score +
+    tolerance) and at or above its lower one (correct - tolerance), in place: blocks of scores
+    in one reused buffer, compared a cache-sized tile at a time, the tiles shared out among
+    lanes (one per thread, each with its own mask and totals)."""
 
-    def __init__(self, n: int, buffers):
-        self.score_buffer, self.mask = buffers
+    def __init__(self, n: int, *, block_size: int, threads: int, pool):
+        self.score_buffer = np.empty(block_size * block_size, np.float32)
         self.upper = {d: np.empty(n, np.float32) for d in DIRECTIONS}
         self.lower = {d: np.empty(n, np.float32) for d in DIRECTIONS}
-        self.better = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
-        self.at_least = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+        self.lanes = [_Lane(n, mask_size=max(TILE_SCORES, block_size)) for _ in range(threads)]
+        self.pool = pool
 
     def block(self, rows: slice, cols: slice) -> np.ndarray:
         shape = (rows.stop - rows.start, cols.stop - cols.start)
         return self.score_buffer[:shape[0] * shape[1]].reshape(shape)
 
-    def set_threshold(self, direction, span, correct, tolerance) -> None:
-        self.upper[direction][span] = correct + tolerance
-        self.lower[direction][span] = correct - tolerance
+    def set_thresholds(self, span: slice, correct: np.ndarray, tolerance: dict) -> None:
+        for direction in DIRECTIONS:
+            self.upper[direction][span] = correct + tolerance[direction][span]
+            self.lower[direction][span] = correct - tolerance[direction][span]
 
     def count_pairs(self, block, rows, cols, runs) -> None:
         if runs is not None:
@@ -281,28 +291,46 @@ class _RankCounter:
     def count(self, block, rows: slice, cols: slice | None = None,
               row_direction: str = "video_to_music") -> None:
         """Add the block's candidates of the queries of its rows (``row_direction``) and, given
-        ``cols``, of the queries of its columns (music to video), a few rows at a time so that
-        each piece is compared while it is in the processor's cache."""
+        ``cols``, of the queries of its columns (music to video)."""
         step = max(1, TILE_SCORES // block.shape[1])
-        mask = self.mask[:block.size].reshape(block.shape)
-        for lo in range(0, len(block), step):
-            tile, tile_mask = block[lo:lo + step], mask[lo:lo + step]
-            tile_rows = slice(rows.start + lo, rows.start + lo + len(tile))
-            self._add(row_direction, tile, tile_mask, tile_rows, axis=1)
-            if cols is not None:
-                self._add("music_to_video", tile, tile_mask, cols, axis=0)
+        tiles = np.array_split(np.arange(0, len(block), step), len(self.lanes))
 
-    def _add(self, direction, tile, mask, queries: slice, axis: int) -> None:
+        def run(lane, starts):
+            for lo in starts:
+                tile = block[lo:lo + step]
+                lane.add(self, row_direction, tile, slice(rows.start + lo, rows.start + lo +
+                                                          len(tile)), axis=1)
+                if cols is not None:
+                    lane.add(self, "music_to_video", tile, cols, axis=0)
+
+        jobs = [self.pool.submit(run, lane, starts)
+                for lane, starts in zip(self.lanes, tiles) if len(starts)]
+        for job in jobs:
+            job.result()
+
+    def result(self) -> dict:
+        better = {d: sum(lane.better[d] for lane in self.lanes) for d in DIRECTIONS}
+        at_least = {d: sum(lane.at_least[d] for lane in self.lanes) for d in DIRECTIONS}
+        # at_least also counted the correct candidate itself
+        return {d: (better[d], at_least[d] - better[d] - 1) for d in DIRECTIONS}
+
+
+class _Lane:
+    """One thread's mask buffer and running totals."""
+
+    def __init__(self, n: int, *, mask_size: int):
+        self.mask = np.empty(mask_size, np.bool_)
+        self.better = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+        self.at_least = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+
+    def add(self, counter, direction, tile, queries: slice, axis: int) -> None:
         """Count the tile's scores above each query's thresholds (queries along ``axis``)."""
-        for threshold, total, compare in ((self.upper, self.better, np.greater),
-                                          (self.lower, self.at_least, np.greater_equal)):
+        mask = self.mask[:tile.size].reshape(tile.shape)
+        for threshold, total, compare in ((counter.upper, self.better, np.greater),
+                                          (counter.lower, self.at_least, np.greater_equal)):
             limit = threshold[direction][queries]
             compare(tile, limit[:, None] if axis == 1 else limit[None, :], out=mask)
             total[direction][queries] += mask.view(np.uint8).sum(axis=axis, dtype=np.int32)
-
-    def result(self) -> dict:
-        # at_least also counted the correct candidate itself
-        return {d: (self.better[d], self.at_least[d] - self.better[d] - 1) for d in DIRECTIONS}
 
 
 def _runs(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -433,12 +461,15 @@ def evaluate(
     which: str = "best",
     embed_fn: EmbedFn | None = None,
     max_clips: int | None = None,
+    segment_negatives: str = "all",
+    candidates: str = "split",
 ) -> dict:
     """Evaluate run ``run_dir`` (its ``which`` checkpoint) on ``split`` of the feature store at one
     ``level`` ("track" or "segment"); see :func:`evaluate_levels`."""
     return evaluate_levels(run_dir, store_path, levels=(level,), split=split, segment_s=segment_s,
                            pool=pool, same_length=same_length, seed=seed, which=which,
-                           embed_fn=embed_fn, max_clips=max_clips)[0]
+                           embed_fn=embed_fn, max_clips=max_clips,
+                           segment_negatives=segment_negatives, candidates=candidates)[0]
 
 
 def evaluate_levels(
@@ -454,6 +485,8 @@ def evaluate_levels(
     which: str = "best",
     embed_fn: EmbedFn | None = None,
     max_clips: int | None = None,
+    segment_negatives: str = "all",
+    candidates: str = "split",
 ) -> list[dict]:
     """One result dict per level, loading the model and the split once.
 
@@ -462,13 +495,14 @@ def evaluate_levels(
     reads each track through its centred window of at most ``max_clips`` clips (default: the
     run's, else the store's); segment level cuts every track into segments of ``round(segment_s /
     clip_s)`` clips, dropping the partial last one (tracks shorter than a segment are dropped and
-    counted). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
-    ``chance`` (same keys, from the same pools)."""
-    for level in levels:
-        if level not in LEVELS:
-            raise UsageError(f"level must be one of {LEVELS}, got {level!r}")
-    if not segment_s > 0:
-        raise UsageError(f"segment_s must be > 0 seconds, got {segment_s}")
+    counted). ``segment_negatives``: "all" (every other segment is a negative, its own track's
+    too: the paper-comparable setting) or "other-tracks" (a segment query's candidates leave out
+    the other segments of its own track). ``candidates``: "split" (the split's items compete) or
+    "all" (the split's queries against every done track of the store, as in a real library; no
+    pools). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
+    ``chance`` (same keys, from the same pools and candidates)."""
+    _check_options(levels, segment_s=segment_s, segment_negatives=segment_negatives,
+                   candidates=candidates, pool=pool)
     from mvpt.store import FeatureStore
 
     store = FeatureStore.open(store_path)
@@ -480,44 +514,95 @@ def evaluate_levels(
     features = store.load(split=split, arrays=("video", "audio"))
     if len(features) == 0:
         raise StoreError(f"{store_path}: no extracted items in split {split!r}")
+    others = _other_tracks(store, features) if candidates == "all" else None
     clip_s = float(store.manifest.get("clip_s", 1.0))
     header = {"run": None if run_dir is None else str(run_dir), "store": str(store_path),
-              "split": split, "which": which, "clip_s": clip_s}
+              "split": split, "which": which, "clip_s": clip_s, "candidates": candidates}
     segment_clips = (_segment_clips(segment_s, clip_s=clip_s, max_clips=max_clips)
                      if "segment" in levels else None)
-    return [_evaluate_level(features, embed_fn, level=level, header=header, max_clips=max_clips,
-                            segment_clips=segment_clips, pool=pool, same_length=same_length,
-                            seed=seed)
+    options = dict(pool=pool, same_length=same_length, seed=seed)
+    return [_evaluate_level(features, embed_fn, others=others, level=level, header=header,
+                            max_clips=max_clips, segment_clips=segment_clips,
+                            segment_negatives=segment_negatives, options=options)
             for level in levels]
 
 
-def _evaluate_level(features, embed_fn, *, level, header, max_clips, segment_clips, pool,
-                    same_length, seed) -> dict:
-    n_clips = features.n_clips
-    if level == "track":
-        windows = track_windows(n_clips, max_clips=max_clips)
-    else:
-        windows = segment_windows(n_clips, segment_clips=segment_clips)
+def _check_options(levels, *, segment_s, segment_negatives, candidates, pool) -> None:
+    for level in levels:
+        if level not in LEVELS:
+            raise UsageError(f"level must be one of {LEVELS}, got {level!r}")
+    if not segment_s > 0:
+        raise UsageError(f"segment_s must be > 0 seconds, got {segment_s}")
+    if segment_negatives not in SEGMENT_NEGATIVES:
+        raise UsageError(f"segment_negatives must be one of {SEGMENT_NEGATIVES}, got "
+                         f"{segment_negatives!r}")
+    if candidates not in CANDIDATES:
+        raise UsageError(f"candidates must be one of {CANDIDATES}, got {candidates!r}")
+    if candidates == "all" and pool is not None:
+        raise UsageError("random pools are subsets of the split; with every track of the store "
+                         "as candidates there is no pool to draw (drop pool or use candidates "
+                         "'split')")
+
+
+def _other_tracks(store, features):
+    """The store's done tracks outside ``features`` (extra candidates), or None if none."""
+    inside = set(features.ids)
+    ids = [i for i in store.rows(status="done")["id"] if i not in inside]
+    return store.load(arrays=("video", "audio"), ids=ids) if ids else None
+
+
+def _evaluate_level(features, embed_fn, *, others, level, header, max_clips, segment_clips,
+                    segment_negatives, options) -> dict:
+    """One level's result: windows of the split's tracks (and of ``others``, candidates only),
+    embedded, ranked and set beside chance for the same candidates."""
+    windows = _level_windows(level, features.n_clips, max_clips=max_clips,
+                             segment_clips=segment_clips)
     items, _, lengths = windows
     if len(items) == 0:
         need = f"one segment of {segment_clips} clips" if level == "segment" else "one clip"
         raise StoreError(f"{header['store']}: no track of split {header['split']!r} lasts {need}; "
                          "nothing to evaluate")
-    video = embed_fn("video", gather_windows(features, "video", windows))
-    music = embed_fn("audio", gather_windows(features, "audio", windows))
-    metrics = retrieval_metrics(video, music, lengths=lengths, same_length=same_length,
-                                pool=pool, seed=seed)
-    chance = chance_metrics(candidate_counts(len(items), lengths=lengths, same_length=same_length,
-                                             pool=pool, seed=seed))
-    result = dict(header, level=level)
-    result.update(max_clips=max_clips, segment_clips=segment_clips if level == "segment" else None,
+    video, music = (embed_fn(m, gather_windows(features, m, windows)) for m in ("video", "audio"))
+    extra = _extra_candidates(others, embed_fn, level=level, max_clips=max_clips,
+                              segment_clips=segment_clips)
+    negatives = segment_negatives if level == "segment" else None
+    selection = dict(options, tracks=items if negatives == "other-tracks" else None,
+                     lengths=lengths, extra_lengths=extra["lengths"])
+    metrics = retrieval_metrics(video, music, extra_video=extra["video"],
+                                extra_music=extra["music"], **selection)
+    chance = chance_metrics(candidate_counts(len(items), n_extra=extra["n_items"], **selection),
+                            pool_size=metrics["pool_size"])
+    result = dict(header, level=level, max_clips=max_clips, segment_negatives=negatives)
+    result.update(segment_clips=segment_clips if level == "segment" else None,
                   segment_s=segment_clips * header["clip_s"] if level == "segment" else None,
-                  same_length=same_length, pool=pool, seed=seed, n_tracks=int(len(features)),
+                  **options, n_tracks=int(len(features)),
                   n_tracks_used=int(len(np.unique(items))),
                   n_tracks_dropped=int(len(features) - len(np.unique(items))),
-                  n_items=int(len(items)), pool_size=metrics["pool_size"],
+                  n_items=int(len(items)), n_extra_tracks=extra["n_tracks"],
+                  n_extra_items=extra["n_items"], pool_size=metrics["pool_size"],
                   metrics=metrics, chance=chance)
     return result
+
+
+def _level_windows(level: str, n_clips, *, max_clips: int, segment_clips: int | None):
+    """(item, first clip, clips) of the items a level ranks."""
+    if level == "track":
+        return track_windows(n_clips, max_clips=max_clips)
+    return segment_windows(n_clips, segment_clips=segment_clips)
+
+
+def _extra_candidates(others, embed_fn, *, level, max_clips, segment_clips) -> dict:
+    """Embedded windows of tracks that are candidates only (video, music, lengths: None when
+    there are none) and how many tracks and items they are."""
+    windows = (None if others is None else
+               _level_windows(level, others.n_clips, max_clips=max_clips,
+                              segment_clips=segment_clips))
+    if windows is None or len(windows[0]) == 0:
+        return {"video": None, "music": None, "lengths": None, "n_tracks": 0, "n_items": 0}
+    return {"video": embed_fn("video", gather_windows(others, "video", windows)),
+            "music": embed_fn("audio", gather_windows(others, "audio", windows)),
+            "lengths": windows[2], "n_tracks": int(len(np.unique(windows[0]))),
+            "n_items": int(len(windows[0]))}
 
 
 def track_windows(n_clips, *, max_clips: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
