@@ -8,15 +8,23 @@ the correct item lands in the top ``k`` under that same random order, ``clip((k 
 rank <= k; with ties nothing scores better than chance by luck (constant embeddings give exactly
 R@k = k/n and median rank (n + 1) / 2).
 
-Similarities are dot products (cosine for the L2-normalised embeddings the models output),
-computed for ``block_size`` queries at a time: memory is O(block_size x pool), never pool x pool.
-``same_length=True`` keeps only candidates with as many clips as the query (the length-shortcut
-control of appendix C.6). ``pool=N`` averages the metrics over disjoint random pools of N items.
+Similarities are dot products (cosine for the L2-normalised embeddings the models output). They
+are computed as square blocks of ``block_size`` x ``block_size`` scores by one matrix product
+(BLAS), each block serving both directions (video rows, music columns), and counted in place
+against each query's correct score (from the diagonal block of the same product): memory is
+O(block_size^2), never pool x pool. Another scoring plugs in through :func:`count_ranks` (see
+:class:`DotScores`). ``same_length=True`` keeps only candidates with as many clips as the query
+(the length-shortcut control of appendix C.6). ``pool=N`` averages the metrics over disjoint random
+pools of N items. ``tracks`` leaves out the other items of a query's own track; extra candidates
+compete without being queries.
 
 :func:`evaluate` embeds a store split with a trained run at track level (one centred window of at
 most ``max_clips`` clips per track) or segment level (consecutive segments of ``segment_s``
 seconds, the query's own time-aligned segment being the only correct one), and reports the metrics
-beside chance computed from the same pools.
+beside chance computed from the same pools and candidates. Segment negatives: "all" (the other
+segments of the query's own track compete too; the setting of the paper's segment-level row, which
+ranks among "the full set of target candidates") or "other-tracks". Candidates: "split" (the
+paper's tables) or "all" (every done track of the store, as in a real library).
 """
 
 from __future__ import annotations
@@ -87,9 +95,9 @@ def retrieval_metrics(
         for pos, extra_idx in _pool_groups(idx, lengths, extra_lengths):
             rows = idx[pos]
             counts = pair_rank_counts(
-                video[rows], music[rows], extra_video=extra[0][extra_idx],
-                extra_music=extra[1][extra_idx], block_size=block_size,
-                tracks=None if tracks is None else tracks[rows])
+                _subset(video, rows), _subset(music, rows),
+                extra_video=_subset(extra[0], extra_idx), extra_music=_subset(extra[1], extra_idx),
+                block_size=block_size, tracks=None if tracks is None else tracks[rows])
             for d in DIRECTIONS:
                 better[d][pos], tied[d][pos] = counts[d]
         directions = {d: _rank_summary(better[d], tied[d], ks=ks) for d in DIRECTIONS}
@@ -160,6 +168,12 @@ def _pool_groups(idx, lengths, extra_lengths) -> list[tuple[np.ndarray, np.ndarr
     pool_lengths = lengths[idx]
     return [(np.flatnonzero(pool_lengths == value), np.flatnonzero(extra_lengths == value))
             for value in np.unique(pool_lengths)]
+
+
+def _subset(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]`` for sorted, distinct indices; the array itself (no copy) when they are
+    all of it."""
+    return array if len(index) == len(array) else array[index]
 
 
 def _pool_candidates(idx, lengths, extra_lengths, tracks) -> np.ndarray:
