@@ -13,8 +13,9 @@ import mvpt
 from mvpt import cli
 from mvpt.errors import ModelError, StoreError, UsageError
 from mvpt.eval import (
-    DIRECTIONS, candidate_counts, chance_metrics, evaluate, evaluate_levels, format_table,
-    pool_indices, retrieval_metrics, segment_windows, track_windows,
+    DIRECTIONS, DotScores, candidate_counts, chance_metrics, count_ranks, evaluate,
+    evaluate_levels, format_table, metrics_from_counts, pool_indices, retrieval_metrics,
+    segment_windows, track_windows,
 )
 from mvpt.store import FeatureStore, ItemResult
 
@@ -241,6 +242,35 @@ def test_duplicate_candidates_in_other_blocks_tie_exactly(rng):
     for block_size in (3, 8, 64):
         metrics = retrieval_metrics(video, music, block_size=block_size)
         assert_matches(metrics, brute_force(video.astype(np.float64), music.astype(np.float64)))
+
+
+class TwoPartScores:
+    """Another scoring through the same counting: the sum of two halves' dot products, each
+    from its own product (what a multi-window scoring does), no extra candidates."""
+
+    def __init__(self, video, music):
+        self.halves = [DotScores(video[:, :4], music[:, :4]), DotScores(video[:, 4:], music[:, 4:])]
+        self.whole = DotScores(video, music)
+        self.n = len(video)
+
+    def n_extra(self, direction):
+        return 0
+
+    def pairs(self, rows, cols, out):
+        first = self.halves[0].pairs(rows, cols, out=out)
+        return np.add(first, self.halves[1].pairs(rows, cols, out=np.empty_like(out)), out=out)
+
+    def tolerances(self):
+        return self.whole.tolerances()
+
+
+@pytest.mark.parametrize("block_size", [7, 64])
+def test_another_scoring_plugs_into_the_counting(rng, block_size):
+    video, music = quantised_pairs(rng, n=50, dim=8)
+    counts = count_ranks(TwoPartScores(video, music), block_size=block_size, threads=2)
+    metrics = metrics_from_counts(counts, n_candidates=np.full(50, 50), pool_size=50)
+    assert_matches(metrics, brute_force(video, music))
+    assert metrics["pool_size"] == 50 and metrics["mean_candidates"] == 50
 
 
 def test_same_length_chance_is_per_query():

@@ -100,11 +100,21 @@ def retrieval_metrics(
                 block_size=block_size, tracks=None if tracks is None else tracks[rows])
             for d in DIRECTIONS:
                 better[d][pos], tied[d][pos] = counts[d]
-        directions = {d: _rank_summary(better[d], tied[d], ks=ks) for d in DIRECTIONS}
-        per_pool.append(_assemble(directions, ks=ks, pool_size=len(idx) + len(extra[0]),
-                                  n_candidates=_pool_candidates(idx, lengths, extra_lengths,
-                                                                tracks)))
+        per_pool.append(metrics_from_counts(
+            {d: (better[d], tied[d]) for d in DIRECTIONS}, ks=ks,
+            pool_size=len(idx) + len(extra[0]),
+            n_candidates=_pool_candidates(idx, lengths, extra_lengths, tracks)))
     return _average(per_pool)
+
+
+def metrics_from_counts(counts: dict, *, n_candidates, pool_size: int,
+                        ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """The metrics dict of :func:`retrieval_metrics` (one pool) from the ``(better, tied)`` per
+    direction that :func:`count_ranks` gives; ``n_candidates``: int [n] candidates per query,
+    ``pool_size``: the pool before exclusions. The way in for another scoring."""
+    directions = {d: _rank_summary(*counts[d], ks=ks) for d in DIRECTIONS}
+    return _assemble(directions, ks=ks, pool_size=pool_size,
+                     n_candidates=np.asarray(n_candidates, dtype=np.int64))
 
 
 def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10),
