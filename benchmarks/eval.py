@@ -42,6 +42,8 @@ def random_pairs(n: int, *, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _memory_kib(field: str) -> int:
+    if not STATUS.exists():  # not Linux: no resident figure
+        return 0
     for line in STATUS.read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -50,7 +52,8 @@ def _memory_kib(field: str) -> int:
 
 def timed(fn) -> tuple[float, float, str, object]:
     """(wall s, CPU s, "traced / resident" peak MiB, result) of ``fn()``."""
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    if STATUS.exists():
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
     start_rss = _memory_kib("VmRSS")
     tracemalloc.start()
     wall, cpu = time.perf_counter(), time.process_time()

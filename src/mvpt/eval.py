@@ -264,7 +264,7 @@ def count_ranks(scores, *, block_size: int = BLOCK_SIZE, runs=None,
     with each query (its own track; items must be grouped by track)."""
     n = scores.n
     tolerance = scores.tolerances()
-    threads = threads or min(8, len(os.sched_getaffinity(0)))
+    threads = threads or min(8, _usable_cpus())
     spans = [slice(lo, min(n, lo + block_size)) for lo in range(0, n, block_size)]
     with ThreadPoolExecutor(threads) as pool:
         counts = _RankCounter(n, block_size=block_size, threads=threads, pool=pool)
@@ -283,6 +283,12 @@ def count_ranks(scores, *, block_size: int = BLOCK_SIZE, runs=None,
                     block = scores.extras(direction, rows, cols, out=counts.block(rows, cols))
                     counts.count(block, rows, row_direction=direction)
     return counts.result()
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _RankCounter:
