@@ -9,8 +9,9 @@ are wall clock and process CPU time (on a shared machine CPU time says more abou
 Peak memory, inputs excluded, two ways: "traced", the peak of the numpy buffers the call
 allocates (tracemalloc; comparable with figures of earlier versions), and "resident", the growth
 of the process's peak resident set (VmHWM, reset before the call) over its size at the call,
-which also sees BLAS and thread buffers but not memory reused from earlier calls. At the smallest size, the same call with one block holding every query (the whole
-n x n matrix) checks that blocking changes no metric.
+which also sees BLAS and thread buffers but not memory reused from earlier calls. At the
+smallest size, the same call with one block holding every query (the whole n x n matrix) checks
+that blocking changes no metric.
 
     python benchmarks/eval.py                       # pools of 10,000 and 100,000 (minutes)
     python benchmarks/eval.py --sizes 2000 --block-size 512

@@ -34,7 +34,8 @@ def brute_force(video, music, *, lengths=None, tracks=None, extra_video=None, ex
     extra_music = np.zeros((0, dim)) if extra_music is None else extra_music
     candidate_lengths = None
     if lengths is not None:
-        candidate_lengths = np.concatenate([lengths, [] if extra_lengths is None else extra_lengths])
+        extra_lengths = [] if extra_lengths is None else extra_lengths
+        candidate_lengths = np.concatenate([lengths, extra_lengths])
     out = {}
     for direction, queries, candidates in (
             ("video_to_music", video, np.concatenate([music, extra_music])),
