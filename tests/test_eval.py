@@ -11,8 +11,9 @@ import mvpt
 from mvpt import cli
 from mvpt.errors import ModelError, StoreError, UsageError
 from mvpt.eval import (
-    DIRECTIONS, candidate_counts, chance_metrics, evaluate, evaluate_levels, format_table,
-    pool_indices, retrieval_metrics, segment_windows, track_windows,
+    DIRECTIONS, DotScores, candidate_counts, chance_metrics, count_ranks, evaluate,
+    evaluate_levels, format_table, metrics_from_counts, pool_indices, retrieval_metrics,
+    segment_windows, track_windows,
 )
 from mvpt.store import FeatureStore, ItemResult
 from tests.fixtures.runs import save_mean_run
@@ -21,16 +22,31 @@ KS = (1, 5, 10)
 
 
 # ---------------------------------------------------------------------------- reference
-def brute_force(video, music, *, lengths=None, ks=KS) -> dict:
-    """Full float64 similarity matrix and explicit loops over queries and candidates."""
-    sims = np.asarray(video, np.float64) @ np.asarray(music, np.float64).T
+def brute_force(video, music, *, lengths=None, tracks=None, extra_video=None, extra_music=None,
+                extra_lengths=None, ks=KS) -> dict:
+    """Full float64 similarity matrices and explicit loops over queries and candidates. Extra
+    candidates follow the paired ones; with ``tracks``, a query skips its own track's other
+    items; with ``lengths``, candidates of another length."""
+    n = len(video)
+    dim = np.shape(video)[1]
+    extra_video = np.zeros((0, dim)) if extra_video is None else extra_video
+    extra_music = np.zeros((0, dim)) if extra_music is None else extra_music
+    candidate_lengths = None
+    if lengths is not None:
+        extra_lengths = [] if extra_lengths is None else extra_lengths
+        candidate_lengths = np.concatenate([lengths, extra_lengths])
     out = {}
-    for direction, matrix in zip(DIRECTIONS, (sims, sims.T)):
+    for direction, queries, candidates in (
+            ("video_to_music", video, np.concatenate([music, extra_music])),
+            ("music_to_video", music, np.concatenate([video, extra_video]))):
+        matrix = np.asarray(queries, np.float64) @ np.asarray(candidates, np.float64).T
         ranks, hits = [], {k: [] for k in ks}
-        for i in range(len(matrix)):
+        for i in range(n):
             better = tied = 0
-            for j in range(len(matrix)):
-                if j == i or (lengths is not None and lengths[j] != lengths[i]):
+            for j in range(len(candidates)):
+                if j == i or (lengths is not None and candidate_lengths[j] != lengths[i]):
+                    continue
+                if tracks is not None and j < n and tracks[j] == tracks[i]:
                     continue
                 better += matrix[i, j] > matrix[i, i]
                 tied += matrix[i, j] == matrix[i, i]
@@ -148,6 +164,115 @@ def test_same_length_ignores_candidates_of_other_lengths(rng):
     assert retrieval_metrics(video, lure)["video_to_music_R@1"] < b["video_to_music_R@1"]
 
 
+def test_extra_candidates_match_brute_force(rng):
+    for video, music in (noisy_pairs(rng, n=70), quantised_pairs(rng, n=70)):
+        extra_video, extra_music = quantised_pairs(rng, n=45) if video[0, 0] % 1 == 0 else \
+            noisy_pairs(rng, n=45)
+        extra_music[:5] = music[3]  # copies of a correct candidate: ties with it
+        kwargs = dict(extra_video=extra_video, extra_music=extra_music)
+        metrics = retrieval_metrics(video, music, block_size=16, **kwargs)
+        assert_matches(metrics, brute_force(video, music, **kwargs))
+        assert metrics["pool_size"] == 115 and metrics["mean_candidates"] == 115
+        assert metrics["n_queries"] == 70
+        # distractors only make it harder
+        assert metrics["mean_R@10"] < retrieval_metrics(video, music)["mean_R@10"]
+
+
+def test_extra_candidates_with_same_length(rng):
+    video, music = noisy_pairs(rng, n=60, noise=0.5)
+    extra_video, extra_music = noisy_pairs(rng, n=40)
+    lengths, extra_lengths = rng.integers(3, 6, size=60), rng.integers(3, 7, size=40)
+    kwargs = dict(extra_video=extra_video, extra_music=extra_music, lengths=lengths,
+                  extra_lengths=extra_lengths)
+    metrics = retrieval_metrics(video, music, same_length=True, block_size=8, **kwargs)
+    assert_matches(metrics, brute_force(video, music, **kwargs))
+    counts = candidate_counts(60, lengths=lengths, same_length=True, extra_lengths=extra_lengths)
+    expected = [(lengths == n).sum() + (extra_lengths == n).sum() for n in lengths]
+    assert counts[0].tolist() == expected
+    with pytest.raises(UsageError, match="extra_lengths"):
+        retrieval_metrics(video, music, same_length=True, lengths=lengths,
+                          extra_video=extra_video, extra_music=extra_music)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16, 1000])
+def test_other_tracks_excludes_own_track_like_brute_force(rng, block_size):
+    video, music = quantised_pairs(rng, n=60)
+    tracks = rng.integers(0, 15, size=60)  # unsorted labels: own-track items scattered
+    metrics = retrieval_metrics(video, music, tracks=tracks, block_size=block_size)
+    assert_matches(metrics, brute_force(video, music, tracks=tracks))
+    same = np.array([(tracks == t).sum() for t in tracks])
+    assert metrics["mean_candidates"] == pytest.approx(np.mean(60 - same + 1))
+    assert metrics["pool_size"] == 60
+
+
+def test_other_tracks_with_extras_lengths_and_pools(rng):
+    video, music = noisy_pairs(rng, n=80, noise=0.6)
+    extra_video, extra_music = noisy_pairs(rng, n=30)
+    tracks, lengths = np.repeat(np.arange(20), 4), rng.integers(3, 5, size=80)
+    extra_lengths = rng.integers(3, 5, size=30)
+    kwargs = dict(tracks=tracks, lengths=lengths, extra_video=extra_video,
+                  extra_music=extra_music, extra_lengths=extra_lengths)
+    metrics = retrieval_metrics(video, music, same_length=True, block_size=6, **kwargs)
+    assert_matches(metrics, brute_force(video, music, **kwargs))
+    pooled = retrieval_metrics(video, music, same_length=True, pool=25, seed=2, **kwargs)
+    by_hand = [brute_force(video[p], music[p], tracks=tracks[p], lengths=lengths[p],
+                           extra_video=extra_video, extra_music=extra_music,
+                           extra_lengths=extra_lengths)["music_to_video_R@5"]
+               for p in pool_indices(80, pool=25, seed=2)]
+    assert pooled["music_to_video_R@5"] == pytest.approx(np.mean(by_hand))
+    assert pooled["pool_size"] == 25 + 30
+
+
+def test_constant_embeddings_match_chance_with_exclusions_and_extras(rng):
+    tracks = np.repeat(np.arange(6), [1, 2, 3, 4, 5, 5])
+    n = len(tracks)
+    ones = np.ones((n, 4), np.float32)
+    metrics = retrieval_metrics(ones, ones, tracks=tracks, extra_video=ones[:7],
+                                extra_music=ones[:7])
+    counts = candidate_counts(n, tracks=tracks, n_extra=7)
+    assert counts[0].tolist() == [n + 7 - (tracks == t).sum() + 1 for t in tracks]
+    assert metrics == pytest.approx(chance_metrics(counts, pool_size=n + 7))
+
+
+def test_duplicate_candidates_in_other_blocks_tie_exactly(rng):
+    # non-integer vectors: a tie only holds if every block's product rounds the same way
+    video, music = noisy_pairs(rng, n=64, dim=256)
+    music[[9, 33, 50, 63]] = music[2]
+    video[[17, 40]] = video[5]
+    for block_size in (3, 8, 64):
+        metrics = retrieval_metrics(video, music, block_size=block_size)
+        assert_matches(metrics, brute_force(video.astype(np.float64), music.astype(np.float64)))
+
+
+class TwoPartScores:
+    """Another scoring through the same counting: the sum of two halves' dot products, each
+    from its own product (what a multi-window scoring does), no extra candidates."""
+
+    def __init__(self, video, music):
+        self.halves = [DotScores(video[:, :4], music[:, :4]), DotScores(video[:, 4:], music[:, 4:])]
+        self.whole = DotScores(video, music)
+        self.n = len(video)
+
+    def n_extra(self, direction):
+        return 0
+
+    def pairs(self, rows, cols, out):
+        first = self.halves[0].pairs(rows, cols, out=out)
+        return np.add(first, self.halves[1].pairs(rows, cols, out=np.empty_like(out)), out=out)
+
+    def tolerances(self):
+        return self.whole.tolerances()
+
+
+@pytest.mark.parametrize("block_size", [7, 64])
+def test_another_scoring_plugs_into_the_counting(rng, block_size):
+    video, music = quantised_pairs(rng, n=50, dim=8)
+    counts = count_ranks(TwoPartScores(video, music), block_size=block_size, threads=2)
+    metrics = metrics_from_counts(counts, n_candidates=np.full(50, 50), pool_size=50)
+    assert_matches(metrics, brute_force(video, music))
+    assert metrics["pool_size"] == 50 and metrics["mean_candidates"] == 50
+
+
 def test_same_length_chance_is_per_query():
     lengths = np.array([3] * 4 + [5] * 20)
     counts = candidate_counts(24, lengths=lengths, same_length=True)
@@ -223,8 +348,9 @@ def test_track_and_segment_windows():
 DIM = 6
 
 
-def make_store(path, track_clips, *, rng, split="test", constant_in_time=False):
-    """A store whose audio features equal the video features plus a little noise."""
+def make_store(path, track_clips, *, rng, split="test", constant_in_time=False, copies=0):
+    """A store whose audio features equal the video features plus a little noise; ``copies``:
+    that many tracks of split "train" with the features of the first tracks."""
     store = FeatureStore.create(path, {
         "encoders": {"video": {"name": "fake-v", "version": "1", "dim": DIM},
                      "audio": {"name": "fake-a", "version": "1", "dim": DIM}},
@@ -238,6 +364,9 @@ def make_store(path, track_clips, *, rng, split="test", constant_in_time=False):
         results.append(ItemResult(id=f"t{i}", source_path=f"t{i}.mp4", split=split,
                                   status="done", duration_s=float(n),
                                   arrays={"video": video, "audio": audio}))
+    results += [ItemResult(id=f"copy{i}", source_path=f"copy{i}.mp4", split="train",
+                           status="done", duration_s=r.duration_s, arrays=r.arrays)
+                for i, r in enumerate(results[:copies])]
     store.write_shard(results)
     return store
 
@@ -284,6 +413,50 @@ def test_segments_of_the_same_track_are_hard_negatives(tmp_path, rng):
     # 7 segments: ranks 1.5 (x4, two-segment tracks) and 2 (x3, three-segment track)
     assert metrics["video_to_music_mean_rank"] == pytest.approx((4 * 1.5 + 3 * 2) / 7, abs=1e-6)
     assert metrics["video_to_music_R@1"] == pytest.approx((4 / 2 + 3 / 3) / 7)
+
+
+def test_other_tracks_leaves_out_the_own_tracks_segments(tmp_path, rng):
+    make_store(tmp_path / "store", [20, 20, 30, 10], rng=rng, constant_in_time=True)
+    result = evaluate(None, tmp_path / "store", level="segment", embed_fn=MeanEmbed(),
+                      segment_negatives="other-tracks")
+    assert result["segment_negatives"] == "other-tracks" and result["n_items"] == 8
+    # indistinguishable own-track segments no longer compete: every query ranks first
+    assert result["metrics"]["video_to_music_R@1"] == 1.0
+    assert result["metrics"]["music_to_video_median_rank"] == 1.0
+    # 8 segments in the pool; a query's candidates: 8 less the other segments of its track
+    expected = np.array([7, 7, 7, 7, 6, 6, 6, 8])
+    assert result["pool_size"] == 8
+    assert result["metrics"]["mean_candidates"] == pytest.approx(expected.mean())
+    assert result["chance"]["mean_candidates"] == pytest.approx(expected.mean())
+    assert result["chance"]["video_to_music_R@1"] == pytest.approx(np.mean(1 / expected))
+    track = evaluate(None, tmp_path / "store", level="track", embed_fn=MeanEmbed(),
+                     segment_negatives="other-tracks")
+    assert track["segment_negatives"] is None and track["pool_size"] == 4
+
+
+def test_candidates_all_ranks_the_split_against_the_whole_store(tmp_path, rng):
+    # two train tracks are exact copies of test tracks 0 and 1: each ties with its original
+    make_store(tmp_path / "store", [25, 30, 20, 40, 12], rng=rng, copies=2)
+    embed = MeanEmbed()
+    result = evaluate(None, tmp_path / "store", level="track", embed_fn=embed, candidates="all")
+    assert embed.lengths["video"] == [25, 30, 20, 30, 12, 25, 30]  # 5 queries, then 2 extras
+    assert (result["candidates"], result["n_items"], result["n_extra_items"]) == ("all", 5, 2)
+    assert result["pool_size"] == 7 and result["metrics"]["n_queries"] == 5
+    for direction in DIRECTIONS:
+        assert result["metrics"][f"{direction}_R@1"] == pytest.approx((2 * 0.5 + 3) / 5)
+        assert result["chance"][f"{direction}_R@1"] == pytest.approx(1 / 7)
+    assert result["chance"]["pool_size"] == 7
+    split_only = evaluate(None, tmp_path / "store", level="track", embed_fn=MeanEmbed())
+    assert split_only["metrics"]["video_to_music_R@1"] == 1.0 and split_only["pool_size"] == 5
+    segment = evaluate(None, tmp_path / "store", level="segment", embed_fn=MeanEmbed(),
+                       candidates="all", same_length=True)
+    # 2 + 3 + 2 + 4 + 1 test segments; copies add 2 + 3 segments of the same length
+    assert (segment["n_items"], segment["n_extra_items"], segment["pool_size"]) == (12, 5, 17)
+    assert segment["metrics"]["mean_candidates"] == 17
+    with pytest.raises(UsageError, match="no pool to draw"):
+        evaluate(None, tmp_path / "store", embed_fn=MeanEmbed(), candidates="all", pool=2)
+    with pytest.raises(UsageError, match="segment_negatives must be one of"):
+        evaluate(None, tmp_path / "store", embed_fn=MeanEmbed(), segment_negatives="own")
 
 
 def test_evaluate_same_length_and_pools(tmp_path, rng):
@@ -352,6 +525,31 @@ def test_cli_prints_tables_and_json(tmp_path, rng, capsys):
                      "--same-length", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["results"][0]["same_length"] is True and len(out["results"]) == 1
+
+
+def test_cli_segment_negatives_and_candidates(tmp_path, rng, capsys):
+    store = make_store(tmp_path / "store", [25, 25, 31, 8], rng=rng, copies=1)
+    make_run(tmp_path / "run", store)
+    args = ["eval", str(tmp_path / "run"), str(tmp_path / "store")]
+    assert cli.main(args + ["--segment-negatives", "other-tracks", "--candidates", "all",
+                            "--json", str(tmp_path / "out.json")]) == 0
+    text = capsys.readouterr().out
+    assert "own track left out" in text and "outside the split" in text
+    track, segment = json.loads((tmp_path / "out.json").read_text())["results"]
+    assert (track["pool_size"], track["n_extra_items"]) == (5, 1)
+    assert segment["segment_negatives"] == "other-tracks" and segment["n_extra_items"] == 2
+    assert segment["pool_size"] == 7 + 2 and segment["chance"]["pool_size"] == 9
+    assert cli.main(args + ["--candidates", "all", "--pool", "2"]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert "no pool to draw" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_choices_are_the_library_choices():
+    from mvpt.commands import eval as command
+    from mvpt import eval as library
+
+    assert command.SEGMENT_NEGATIVES == library.SEGMENT_NEGATIVES
+    assert command.CANDIDATES == library.CANDIDATES
 
 
 def test_cli_reports_missing_store_in_one_line(tmp_path, capsys):

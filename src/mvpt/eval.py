@@ -8,19 +8,29 @@ the correct item lands in the top ``k`` under that same random order, ``clip((k 
 rank <= k; with ties nothing scores better than chance by luck (constant embeddings give exactly
 R@k = k/n and median rank (n + 1) / 2).
 
-Similarities are dot products (cosine for the L2-normalised embeddings the models output),
-computed for ``block_size`` queries at a time: memory is O(block_size x pool), never pool x pool.
-``same_length=True`` keeps only candidates with as many clips as the query (the length-shortcut
-control of appendix C.6). ``pool=N`` averages the metrics over disjoint random pools of N items.
+Similarities are dot products (cosine for the L2-normalised embeddings the models output). They
+are computed as square blocks of ``block_size`` x ``block_size`` scores by one matrix product
+(BLAS), each block serving both directions (video rows, music columns), and counted in place
+against each query's correct score (from the diagonal block of the same product): memory is
+O(block_size^2), never pool x pool. Another scoring plugs in through :func:`count_ranks` (see
+:class:`DotScores`). ``same_length=True`` keeps only candidates with as many clips as the query
+(the length-shortcut control of appendix C.6). ``pool=N`` averages the metrics over disjoint random
+pools of N items. ``tracks`` leaves out the other items of a query's own track; extra candidates
+compete without being queries.
 
 :func:`evaluate` embeds a store split with a trained run at track level (one centred window of at
 most ``max_clips`` clips per track) or segment level (consecutive segments of ``segment_s``
 seconds, the query's own time-aligned segment being the only correct one), and reports the metrics
-beside chance computed from the same pools.
+beside chance computed from the same pools and candidates. Segment negatives: "all" (the other
+segments of the query's own track compete too; the setting of the paper's segment-level row, which
+ranks among "the full set of target candidates") or "other-tracks". Candidates: "split" (the
+paper's tables) or "all" (every done track of the store, as in a real library).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,6 +40,15 @@ from mvpt.errors import StoreError, UsageError
 
 DIRECTIONS = ("video_to_music", "music_to_video")
 LEVELS = ("track", "segment")
+# Segment level: "all" ranks a segment among every other segment, its own track's included (the
+# paper-comparable setting); "other-tracks" leaves out the other segments of its own track.
+SEGMENT_NEGATIVES = ("all", "other-tracks")
+# "split": the split's items are the candidates; "all": every done track of the store is.
+CANDIDATES = ("split", "all")
+# Queries and candidates per block of scores: a block of float32 scores is BLOCK_SIZE^2 x 4 bytes.
+BLOCK_SIZE = 4096
+# Scores compared at a time (128K float32: 512 KiB, within a core's cache).
+TILE_SCORES = 1 << 17
 # Scores closer than this (relative to the product of the vectors' norms) count as tied, so that
 # mathematically equal similarities stay tied whatever rounding the matrix product does.
 TIE_RTOL = 1e-6
@@ -37,7 +56,6 @@ TIE_RTOL = 1e-6
 EmbedFn = Callable[[str, list], np.ndarray]
 
 
-# ---------------------------------------------------------------------------- metrics
 def retrieval_metrics(
     video_emb,
     music_emb,
@@ -45,40 +63,66 @@ def retrieval_metrics(
     lengths=None,
     same_length: bool = False,
     ks: Sequence[int] = (1, 5, 10),
-    block_size: int = 4096,
+    block_size: int = BLOCK_SIZE,
     pool: int | None = None,
     seed: int = 0,
+    tracks=None,
+    extra_video=None,
+    extra_music=None,
+    extra_lengths=None,
 ) -> dict:
     """Retrieval metrics of paired embeddings (row i of ``video_emb`` goes with row i of
     ``music_emb``), both directions, as an ordered dict: ``{direction}_R@{k}`` (fractions),
-    ``{direction}_median_rank``, ``{direction}_mean_rank``, ``mean_R@{max k}``, ``pool_size``,
-    ``n_pools``, ``n_queries``, ``mean_candidates``.
+    ``{direction}_median_rank``, ``{direction}_mean_rank``, ``mean_R@{max k}``, ``pool_size``
+    (candidates before exclusions), ``n_pools``, ``n_queries``, ``mean_candidates``.
 
     ``lengths``: int [n] clips per item, needed by ``same_length``. ``pool``: average over
     ``n // pool`` disjoint random pools of ``pool`` items drawn with ``seed`` (the whole set when
-    ``pool`` is None or >= n)."""
+    ``pool`` is None or >= n). ``tracks``: int [n] track of each item; a query's candidates then
+    leave out the other items of its own track (segment level, other-tracks negatives).
+    ``extra_video`` / ``extra_music``: [e, d] items that are candidates only, never queries (the
+    rest of a library), with ``extra_lengths`` for ``same_length``."""
     video, music = _validate(video_emb, music_emb, ks=ks, block_size=block_size)
-    lengths = _validate_lengths(lengths, n=len(video), same_length=same_length)
+    extra = _validate_extra(extra_video, extra_music, dim=video.shape[1])
+    lengths, extra_lengths = _validate_lengths(lengths, extra_lengths, n=len(video),
+                                               n_extra=len(extra[0]), same_length=same_length)
+    tracks = None if tracks is None else _validate_tracks(tracks, n=len(video))
     per_pool = []
     for idx in pool_indices(len(video), pool=pool, seed=seed):
-        groups = _length_groups(lengths[idx] if same_length else None, len(idx))
-        directions = {}
-        for name, queries, candidates in (("video_to_music", video, music),
-                                          ("music_to_video", music, video)):
-            if len(idx) < len(video):
-                queries, candidates = queries[idx], candidates[idx]
-            better, tied = _grouped_rank_counts(queries, candidates, groups=groups,
-                                                block_size=block_size)
-            directions[name] = _rank_summary(better, tied, ks=ks)
-        per_pool.append(_assemble(directions, n_candidates=_group_sizes(groups, len(idx)), ks=ks))
+        better = {d: np.empty(len(idx), np.int64) for d in DIRECTIONS}
+        tied = {d: np.empty(len(idx), np.int64) for d in DIRECTIONS}
+        for pos, extra_idx in _pool_groups(idx, lengths, extra_lengths):
+            rows = idx[pos]
+            counts = pair_rank_counts(
+                _subset(video, rows), _subset(music, rows),
+                extra_video=_subset(extra[0], extra_idx), extra_music=_subset(extra[1], extra_idx),
+                block_size=block_size, tracks=None if tracks is None else tracks[rows])
+            for d in DIRECTIONS:
+                better[d][pos], tied[d][pos] = counts[d]
+        per_pool.append(metrics_from_counts(
+            {d: (better[d], tied[d]) for d in DIRECTIONS}, ks=ks,
+            pool_size=len(idx) + len(extra[0]),
+            n_candidates=_pool_candidates(idx, lengths, extra_lengths, tracks)))
     return _average(per_pool)
 
 
-def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10)) -> dict:
+def metrics_from_counts(counts: dict, *, n_candidates, pool_size: int,
+                        ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """The metrics dict of :func:`retrieval_metrics` (one pool) from the ``(better, tied)`` per
+    direction that :func:`count_ranks` gives; ``n_candidates``: int [n] candidates per query,
+    ``pool_size``: the pool before exclusions. The way in for another scoring."""
+    directions = {d: _rank_summary(*counts[d], ks=ks) for d in DIRECTIONS}
+    return _assemble(directions, ks=ks, pool_size=pool_size,
+                     n_candidates=np.asarray(n_candidates, dtype=np.int64))
+
+
+def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10),
+                   pool_size: int | None = None) -> dict:
     """What random scores achieve, with the keys of :func:`retrieval_metrics`. ``pool_sizes``: the
     number of candidates (an int, the same for every query), or an int array of it per query (as
     with ``same_length``), or a list of such arrays, one per pool (averaged like pooled metrics).
-    Per query with n candidates: R@k = min(1, k / n), rank (n + 1) / 2."""
+    Per query with n candidates: R@k = min(1, k / n), rank (n + 1) / 2. ``pool_size``: the
+    reported pool (default: the number of queries)."""
     if isinstance(pool_sizes, (list, tuple)):
         pools = [np.asarray(p, dtype=np.int64).reshape(-1) for p in pool_sizes]
     elif np.ndim(pool_sizes) == 0:
@@ -94,23 +138,24 @@ def chance_metrics(pool_sizes, *, ks: Sequence[int] = (1, 5, 10)) -> dict:
         summary["median_rank"] = float(np.median(ranks))
         summary["mean_rank"] = float(np.mean(ranks))
         per_pool.append(_assemble({d: summary for d in DIRECTIONS}, n_candidates=n_candidates,
-                                  ks=ks))
+                                  pool_size=pool_size or len(n_candidates), ks=ks))
     return _average(per_pool)
 
 
 def candidate_counts(
     n_items: int, *, lengths=None, same_length: bool = False, pool: int | None = None,
-    seed: int = 0,
+    seed: int = 0, tracks=None, extra_lengths=None, n_extra: int = 0,
 ) -> list[np.ndarray]:
-    """Per pool, the number of candidates each query is ranked among, for the same pools and
-    length groups that :func:`retrieval_metrics` uses with these arguments (feed to
-    :func:`chance_metrics`)."""
-    lengths = _validate_lengths(lengths, n=n_items, same_length=same_length)
-    out = []
-    for idx in pool_indices(n_items, pool=pool, seed=seed):
-        groups = _length_groups(lengths[idx] if same_length else None, len(idx))
-        out.append(_group_sizes(groups, len(idx)))
-    return out
+    """Per pool, the number of candidates each query is ranked among, for the same pools, length
+    groups, own-track exclusions and extra candidates that :func:`retrieval_metrics` uses with
+    these arguments (feed to :func:`chance_metrics`)."""
+    if extra_lengths is not None:
+        n_extra = len(extra_lengths)
+    lengths, extra_lengths = _validate_lengths(lengths, extra_lengths, n=n_items, n_extra=n_extra,
+                                               same_length=same_length)
+    tracks = None if tracks is None else _validate_tracks(tracks, n=n_items)
+    return [_pool_candidates(idx, lengths, extra_lengths, tracks)
+            for idx in pool_indices(n_items, pool=pool, seed=seed)]
 
 
 def pool_indices(n_items: int, *, pool: int | None, seed: int = 0) -> list[np.ndarray]:
@@ -124,39 +169,220 @@ def pool_indices(n_items: int, *, pool: int | None, seed: int = 0) -> list[np.nd
     return [np.sort(order[i * pool:(i + 1) * pool]) for i in range(n_items // pool)]
 
 
-def rank_counts(queries, candidates, *, block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """For query i (correct candidate i): ``better[i]``, the number of candidates scored strictly
-    higher, and ``tied[i]``, the number of other candidates scored equal (within ``TIE_RTOL``).
-    Scores are dot products computed ``block_size`` queries at a time."""
-    queries = np.asarray(queries, dtype=np.float32)
-    candidates = np.asarray(candidates, dtype=np.float32)
-    n = len(queries)
-    better = np.empty(n, dtype=np.int64)
-    tied = np.empty(n, dtype=np.int64)
-    if n == 0:
-        return better, tied
-    max_norm = np.sqrt(np.einsum("ij,ij->i", candidates, candidates).max())
-    tolerance = TIE_RTOL * max_norm * np.sqrt(np.einsum("ij,ij->i", queries, queries))
-    for lo in range(0, n, block_size):
-        hi = min(n, lo + block_size)
-        scores = queries[lo:hi] @ candidates.T  # [block, n]
-        rows = np.arange(hi - lo)
-        scores -= scores[rows, lo + rows].copy()[:, None]  # now relative to the correct score
-        tol = tolerance[lo:hi, None]
-        better[lo:hi] = np.count_nonzero(scores > tol, axis=1)
-        tied[lo:hi] = np.count_nonzero(scores >= -tol, axis=1) - better[lo:hi] - 1
-        del scores  # free the block before the next one is allocated
-    return better, tied
+def _pool_groups(idx, lengths, extra_lengths) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(positions in ``idx``, extra candidate indices) of each length group of a pool; one group
+    of everything when lengths are None (no same-length control)."""
+    if lengths is None:
+        return [(np.arange(len(idx)), np.arange(len(extra_lengths)))]
+    pool_lengths = lengths[idx]
+    return [(np.flatnonzero(pool_lengths == value), np.flatnonzero(extra_lengths == value))
+            for value in np.unique(pool_lengths)]
 
 
-def _grouped_rank_counts(queries, candidates, *, groups, block_size):
-    if len(groups) == 1 and len(groups[0]) == len(queries):  # one group: no copies
-        return rank_counts(queries, candidates, block_size=block_size)
-    better = np.empty(len(queries), dtype=np.int64)
-    tied = np.empty(len(queries), dtype=np.int64)
-    for idx in groups:
-        better[idx], tied[idx] = rank_counts(queries[idx], candidates[idx], block_size=block_size)
-    return better, tied
+def _subset(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]`` for sorted, distinct indices; the array itself (no copy) when they are
+    all of it."""
+    return array if len(index) == len(array) else array[index]
+
+
+def _pool_candidates(idx, lengths, extra_lengths, tracks) -> np.ndarray:
+    """Candidates of each query of pool ``idx``: its length group with the group's extras, less
+    the other items of its own track when ``tracks`` is given."""
+    sizes = np.empty(len(idx), dtype=np.int64)
+    for pos, extra_idx in _pool_groups(idx, lengths, extra_lengths):
+        sizes[pos] = len(pos) + len(extra_idx)
+        if tracks is not None:
+            _, inverse, same = np.unique(tracks[idx[pos]], return_inverse=True, return_counts=True)
+            sizes[pos] -= same[inverse] - 1
+    return sizes
+
+
+# ---------------------------------------------------------------------------- rank counting
+class DotScores:
+    """Dot-product scores, the scoring behind :func:`pair_rank_counts`: ``pairs`` gives the
+    similarities of video items (rows) with music items (columns), the true pairs on the
+    diagonal; ``extras`` gives one direction's queries against its extra candidates. Another
+    scoring (several windows per item, say) plugs in with the same three methods."""
+
+    def __init__(self, video, music, extra_video=None, extra_music=None):
+        self.side = {"video_to_music": (video, _matrix(extra_music, video.shape[1])),
+                     "music_to_video": (music, _matrix(extra_video, video.shape[1]))}
+        self.n = len(video)
+
+    def n_extra(self, direction: str) -> int:
+        return len(self.side[direction][1])
+
+    def pairs(self, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
+        video, music = self.side["video_to_music"][0], self.side["music_to_video"][0]
+        return np.matmul(video[rows], music[cols].T, out=out)
+
+    def extras(self, direction: str, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
+        queries, extra = self.side[direction]
+        return np.matmul(queries[rows], extra[cols].T, out=out)
+
+    def tolerances(self) -> dict:
+        """Per direction, how close to a query's correct score another score counts as tied:
+        ``TIE_RTOL`` x the query's norm x the largest candidate norm."""
+        norms = {d: np.sqrt(np.einsum("ij,ij->i", q, q)) for d, (q, _) in self.side.items()}
+        out = {}
+        for direction, other in zip(DIRECTIONS, DIRECTIONS[::-1]):
+            extra = self.side[direction][1]
+            largest = max(norms[other].max(initial=0.0),
+                          np.sqrt(np.einsum("ij,ij->i", extra, extra)).max(initial=0.0))
+            out[direction] = (TIE_RTOL * largest * norms[direction]).astype(np.float32)
+        return out
+
+
+def pair_rank_counts(video, music, *, extra_video=None, extra_music=None, tracks=None,
+                     block_size: int = BLOCK_SIZE) -> dict:
+    """Per direction, ``(better, tied)`` of each query i (correct candidate: item i of the other
+    modality): the candidates scored strictly higher, and the other candidates scored equal
+    (within ``TIE_RTOL``). Candidates: every paired item plus the extras of the other modality;
+    with ``tracks``, not the other items of the query's own track. See :func:`count_ranks`."""
+    video = np.ascontiguousarray(video, dtype=np.float32)
+    music = np.ascontiguousarray(music, dtype=np.float32)
+    if tracks is None:
+        return count_ranks(DotScores(video, music, extra_video, extra_music),
+                           block_size=block_size)
+    order = np.argsort(tracks, kind="stable")  # own-track candidates next to each other
+    counts = count_ranks(DotScores(video[order], music[order], extra_video, extra_music),
+                         block_size=block_size, runs=_runs(np.asarray(tracks)[order]))
+    out = {}
+    for direction, (better, tied) in counts.items():
+        out[direction] = (np.empty_like(better), np.empty_like(tied))
+        out[direction][0][order], out[direction][1][order] = better, tied
+    return out
+
+
+def count_ranks(scores, *, block_size: int = BLOCK_SIZE, runs=None,
+                threads: int | None = None) -> dict:
+    """``(better, tied)`` per direction from a scoring like :class:`DotScores`, computed in
+    square blocks of ``block_size`` x ``block_size`` scores (memory O(block_size^2)); each block
+    of pair scores counts for both directions (video rows, music columns), by ``threads``
+    threads (default: the usable CPUs, at most 8). ``runs``: (first, end) of the items excluded
+    with each query (its own track; items must be grouped by track)."""
+    n = scores.n
+    tolerance = scores.tolerances()
+    threads = threads or min(8, _usable_cpus())
+    spans = [slice(lo, min(n, lo + block_size)) for lo in range(0, n, block_size)]
+    with ThreadPoolExecutor(threads) as pool:
+        counts = _RankCounter(n, block_size=block_size, threads=threads, pool=pool)
+        for span in spans:  # diagonal blocks first: the correct scores, from the same product
+            block = scores.pairs(span, span, out=counts.block(span, span))
+            counts.set_thresholds(span, np.diagonal(block).copy(), tolerance)
+            counts.count_pairs(block, span, span, runs)
+        for rows in spans:
+            for cols in spans:
+                if rows != cols:
+                    counts.count_pairs(scores.pairs(rows, cols, out=counts.block(rows, cols)),
+                                       rows, cols, runs)
+            for direction in DIRECTIONS:
+                for lo in range(0, scores.n_extra(direction), block_size):
+                    cols = slice(lo, min(scores.n_extra(direction), lo + block_size))
+                    block = scores.extras(direction, rows, cols, out=counts.block(rows, cols))
+                    counts.count(block, rows, row_direction=direction)
+    return counts.result()
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class _RankCounter:
+    """Counts, for each query, the candidates above its upper threshold (correct score +
+    tolerance) and at or above its lower one (correct - tolerance), in place: blocks of scores
+    in one reused buffer, compared a cache-sized tile at a time, the tiles shared out among
+    lanes (one per thread, each with its own mask and totals)."""
+
+    def __init__(self, n: int, *, block_size: int, threads: int, pool):
+        self.score_buffer = np.empty(block_size * block_size, np.float32)
+        self.upper = {d: np.empty(n, np.float32) for d in DIRECTIONS}
+        self.lower = {d: np.empty(n, np.float32) for d in DIRECTIONS}
+        self.lanes = [_Lane(n, mask_size=max(TILE_SCORES, block_size)) for _ in range(threads)]
+        self.pool = pool
+
+    def block(self, rows: slice, cols: slice) -> np.ndarray:
+        shape = (rows.stop - rows.start, cols.stop - cols.start)
+        return self.score_buffer[:shape[0] * shape[1]].reshape(shape)
+
+    def set_thresholds(self, span: slice, correct: np.ndarray, tolerance: dict) -> None:
+        for direction in DIRECTIONS:
+            self.upper[direction][span] = correct + tolerance[direction][span]
+            self.lower[direction][span] = correct - tolerance[direction][span]
+
+    def count_pairs(self, block, rows, cols, runs) -> None:
+        if runs is not None:
+            _exclude_own_track(block, rows, cols, runs)
+        self.count(block, rows, cols)
+
+    def count(self, block, rows: slice, cols: slice | None = None,
+              row_direction: str = "video_to_music") -> None:
+        """Add the block's candidates of the queries of its rows (``row_direction``) and, given
+        ``cols``, of the queries of its columns (music to video)."""
+        step = max(1, TILE_SCORES // block.shape[1])
+        tiles = np.array_split(np.arange(0, len(block), step), len(self.lanes))
+
+        def run(lane, starts):
+            for lo in starts:
+                tile = block[lo:lo + step]
+                lane.add(self, row_direction, tile, slice(rows.start + lo, rows.start + lo +
+                                                          len(tile)), axis=1)
+                if cols is not None:
+                    lane.add(self, "music_to_video", tile, cols, axis=0)
+
+        jobs = [self.pool.submit(run, lane, starts)
+                for lane, starts in zip(self.lanes, tiles) if len(starts)]
+        for job in jobs:
+            job.result()
+
+    def result(self) -> dict:
+        better = {d: sum(lane.better[d] for lane in self.lanes) for d in DIRECTIONS}
+        at_least = {d: sum(lane.at_least[d] for lane in self.lanes) for d in DIRECTIONS}
+        # at_least also counted the correct candidate itself
+        return {d: (better[d], at_least[d] - better[d] - 1) for d in DIRECTIONS}
+
+
+class _Lane:
+    """One thread's mask buffer and running totals."""
+
+    def __init__(self, n: int, *, mask_size: int):
+        self.mask = np.empty(mask_size, np.bool_)
+        self.better = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+        self.at_least = {d: np.zeros(n, np.int64) for d in DIRECTIONS}
+
+    def add(self, counter, direction, tile, queries: slice, axis: int) -> None:
+        """Count the tile's scores above each query's thresholds (queries along ``axis``)."""
+        mask = self.mask[:tile.size].reshape(tile.shape)
+        for threshold, total, compare in ((counter.upper, self.better, np.greater),
+                                          (counter.lower, self.at_least, np.greater_equal)):
+            limit = threshold[direction][queries]
+            compare(tile, limit[:, None] if axis == 1 else limit[None, :], out=mask)
+            total[direction][queries] += mask.view(np.uint8).sum(axis=axis, dtype=np.int32)
+
+
+def _runs(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, end) index of each item's run of equal, consecutive ``tracks``."""
+    starts_run = np.r_[True, tracks[1:] != tracks[:-1]]
+    first = np.flatnonzero(starts_run)
+    end = np.r_[first[1:], len(tracks)]
+    which = np.cumsum(starts_run) - 1
+    return first[which], end[which]
+
+
+def _exclude_own_track(block, rows: slice, cols: slice, runs) -> None:
+    """Scores of other items of the row's own track become -inf (never better, never tied)."""
+    first, end = runs[0][rows], runs[1][rows]
+    hit = np.flatnonzero((first < cols.stop) & (end > cols.start) & (end - first > 1))
+    if len(hit) == 0:
+        return
+    r0, r1 = hit[0], hit[-1] + 1  # runs are sorted, so the hit rows are consecutive
+    c0, c1 = max(cols.start, first[r0:r1].min()), min(cols.stop, end[r0:r1].max())
+    col = np.arange(c0, c1)
+    row = np.arange(rows.start + r0, rows.start + r1)[:, None]
+    own = (col >= first[r0:r1, None]) & (col < end[r0:r1, None]) & (col != row)
+    block[r0:r1, c0 - cols.start:c1 - cols.start][own] = -np.inf
 
 
 def _rank_summary(better: np.ndarray, tied: np.ndarray, *, ks) -> dict:
@@ -168,14 +394,14 @@ def _rank_summary(better: np.ndarray, tied: np.ndarray, *, ks) -> dict:
     return summary
 
 
-def _assemble(directions: dict, *, n_candidates: np.ndarray, ks) -> dict:
+def _assemble(directions: dict, *, n_candidates: np.ndarray, pool_size: int, ks) -> dict:
     out = {}
     for direction in DIRECTIONS:
         for key, value in directions[direction].items():
             out[f"{direction}_{key}"] = value
     top = max(ks)
     out[f"mean_R@{top}"] = float(np.mean([out[f"{d}_R@{top}"] for d in DIRECTIONS]))
-    out["pool_size"] = int(len(n_candidates))
+    out["pool_size"] = int(pool_size)
     out["n_pools"] = 1
     out["n_queries"] = int(len(n_candidates))
     out["mean_candidates"] = float(np.mean(n_candidates))
@@ -189,19 +415,6 @@ def _average(per_pool: list[dict]) -> dict:
     out["n_pools"] = len(per_pool)
     out["n_queries"] = int(sum(p["n_queries"] for p in per_pool))
     return out
-
-
-def _length_groups(lengths: np.ndarray | None, n: int) -> list[np.ndarray]:
-    if lengths is None:
-        return [np.arange(n)]
-    return [np.flatnonzero(lengths == value) for value in np.unique(lengths)]
-
-
-def _group_sizes(groups: list[np.ndarray], n: int) -> np.ndarray:
-    sizes = np.empty(n, dtype=np.int64)
-    for idx in groups:
-        sizes[idx] = len(idx)
-    return sizes
 
 
 def _validate(video_emb, music_emb, *, ks, block_size) -> tuple[np.ndarray, np.ndarray]:
@@ -221,15 +434,46 @@ def _validate(video_emb, music_emb, *, ks, block_size) -> tuple[np.ndarray, np.n
     return video, music
 
 
-def _validate_lengths(lengths, *, n: int, same_length: bool) -> np.ndarray | None:
+def _validate_extra(extra_video, extra_music, *, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if (extra_video is None) != (extra_music is None):
+        raise UsageError("extra candidates need both extra_video and extra_music")
+    video, music = _matrix(extra_video, dim), _matrix(extra_music, dim)
+    if video.shape != music.shape or video.shape[1] != dim:
+        raise UsageError(f"extra video and music embeddings must be matrices [e, {dim}], got "
+                         f"{video.shape} and {music.shape}")
+    if not (np.isfinite(video).all() and np.isfinite(music).all()):
+        raise UsageError("extra embeddings contain NaN or infinite values")
+    return video, music
+
+
+def _matrix(values, dim: int) -> np.ndarray:
+    """float32 C-contiguous [n, dim]; None gives an empty one."""
+    if values is None:
+        return np.empty((0, dim), dtype=np.float32)
+    return np.ascontiguousarray(values, dtype=np.float32)
+
+
+def _validate_lengths(lengths, extra_lengths, *, n: int, n_extra: int, same_length: bool):
+    """(lengths, extra lengths) as arrays when ``same_length``, else (None, a placeholder with
+    one entry per extra candidate)."""
     if not same_length:
-        return None
-    if lengths is None:
-        raise UsageError("same_length=True needs lengths (clips per item)")
+        return None, np.zeros(n_extra, dtype=np.int64)
+    if lengths is None or (n_extra and extra_lengths is None):
+        raise UsageError("same_length=True needs lengths (clips per item) and, with extra "
+                         "candidates, extra_lengths")
     lengths = np.asarray(lengths).reshape(-1)
-    if len(lengths) != n:
-        raise UsageError(f"lengths has {len(lengths)} entries for {n} items")
-    return lengths
+    extra_lengths = np.asarray([] if extra_lengths is None else extra_lengths).reshape(-1)
+    if len(lengths) != n or len(extra_lengths) != n_extra:
+        raise UsageError(f"lengths has {len(lengths)} entries for {n} items, extra_lengths "
+                         f"{len(extra_lengths)} for {n_extra} extra candidates")
+    return lengths, extra_lengths
+
+
+def _validate_tracks(tracks, *, n: int) -> np.ndarray:
+    tracks = np.asarray(tracks).reshape(-1)
+    if len(tracks) != n:
+        raise UsageError(f"tracks has {len(tracks)} entries for {n} items")
+    return tracks
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -246,12 +490,15 @@ def evaluate(
     which: str = "best",
     embed_fn: EmbedFn | None = None,
     max_clips: int | None = None,
+    segment_negatives: str = "all",
+    candidates: str = "split",
 ) -> dict:
     """Evaluate ``run_dir`` (a :class:`~mvpt.run.Run`, or a run folder loaded at ``which``) on ``split`` of the feature store at one
     ``level`` ("track" or "segment"); see :func:`evaluate_levels`."""
     return evaluate_levels(run_dir, store_path, levels=(level,), split=split, segment_s=segment_s,
                            pool=pool, same_length=same_length, seed=seed, which=which,
-                           embed_fn=embed_fn, max_clips=max_clips)[0]
+                           embed_fn=embed_fn, max_clips=max_clips,
+                           segment_negatives=segment_negatives, candidates=candidates)[0]
 
 
 def evaluate_levels(
@@ -267,21 +514,24 @@ def evaluate_levels(
     which: str = "best",
     embed_fn: EmbedFn | None = None,
     max_clips: int | None = None,
+    segment_negatives: str = "all",
+    candidates: str = "split",
 ) -> list[dict]:
     """One result dict per level, loading the model and the split once.
 
     ``embed_fn(modality, sequences) -> float32 [n, d]`` ("video" or "audio", a list of float32
     [n_clips, dim] arrays) replaces the run's model when given (tests, baselines). Track level
     reads each track through its centred window of at most K clips (the run's; with
-    ``embed_fn``, ``max_clips`` or the store's); segment level cuts every track into segments of
-    ``round(segment_s / clip_s)`` clips, dropping the partial last one (tracks shorter than a
-    segment are dropped and counted). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
-    ``chance`` (same keys, from the same pools)."""
-    for level in levels:
-        if level not in LEVELS:
-            raise UsageError(f"level must be one of {LEVELS}, got {level!r}")
-    if not segment_s > 0:
-        raise UsageError(f"segment_s must be > 0 seconds, got {segment_s}")
+    ``embed_fn``, ``max_clips`` or the store's); segment level cuts every track into segments of ``round(segment_s /
+    clip_s)`` clips, dropping the partial last one (tracks shorter than a segment are dropped and
+    counted). ``segment_negatives``: "all" (every other segment is a negative, its own track's
+    too: the paper-comparable setting) or "other-tracks" (a segment query's candidates leave out
+    the other segments of its own track). ``candidates``: "split" (the split's items compete) or
+    "all" (the split's queries against every done track of the store, as in a real library; no
+    pools). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
+    ``chance`` (same keys, from the same pools and candidates)."""
+    _check_options(levels, segment_s=segment_s, segment_negatives=segment_negatives,
+                   candidates=candidates, pool=pool)
     from mvpt.run import embedder_for
     from mvpt.store import FeatureStore
 
@@ -291,44 +541,96 @@ def evaluate_levels(
     features = store.load(split=split, arrays=("video", "audio"))
     if len(features) == 0:
         raise StoreError(f"{store_path}: no extracted items in split {split!r}")
+    others = _other_tracks(store, features) if candidates == "all" else None
     clip_s = float(store.manifest.get("clip_s", 1.0))
-    header = {"run": None if run_dir is None else str(getattr(run_dir, "folder", run_dir)), "store": str(store_path),
-              "split": split, "which": which, "clip_s": clip_s}
+    header = {"run": None if run_dir is None else str(getattr(run_dir, "folder", run_dir)),
+              "store": str(store_path), "split": split, "which": which, "clip_s": clip_s,
+              "candidates": candidates}
     segment_clips = (_segment_clips(segment_s, clip_s=clip_s, max_clips=max_clips)
                      if "segment" in levels else None)
-    return [_evaluate_level(features, embed_fn, level=level, header=header, max_clips=max_clips,
-                            segment_clips=segment_clips, pool=pool, same_length=same_length,
-                            seed=seed)
+    options = dict(pool=pool, same_length=same_length, seed=seed)
+    return [_evaluate_level(features, embed_fn, others=others, level=level, header=header,
+                            max_clips=max_clips, segment_clips=segment_clips,
+                            segment_negatives=segment_negatives, options=options)
             for level in levels]
 
 
-def _evaluate_level(features, embed_fn, *, level, header, max_clips, segment_clips, pool,
-                    same_length, seed) -> dict:
-    n_clips = features.n_clips
-    if level == "track":
-        windows = track_windows(n_clips, max_clips=max_clips)
-    else:
-        windows = segment_windows(n_clips, segment_clips=segment_clips)
+def _check_options(levels, *, segment_s, segment_negatives, candidates, pool) -> None:
+    for level in levels:
+        if level not in LEVELS:
+            raise UsageError(f"level must be one of {LEVELS}, got {level!r}")
+    if not segment_s > 0:
+        raise UsageError(f"segment_s must be > 0 seconds, got {segment_s}")
+    if segment_negatives not in SEGMENT_NEGATIVES:
+        raise UsageError(f"segment_negatives must be one of {SEGMENT_NEGATIVES}, got "
+                         f"{segment_negatives!r}")
+    if candidates not in CANDIDATES:
+        raise UsageError(f"candidates must be one of {CANDIDATES}, got {candidates!r}")
+    if candidates == "all" and pool is not None:
+        raise UsageError("random pools are subsets of the split; with every track of the store "
+                         "as candidates there is no pool to draw (drop pool or use candidates "
+                         "'split')")
+
+
+def _other_tracks(store, features):
+    """The store's done tracks outside ``features`` (extra candidates), or None if none."""
+    inside = set(features.ids)
+    ids = [i for i in store.rows(status="done")["id"] if i not in inside]
+    return store.load(arrays=("video", "audio"), ids=ids) if ids else None
+
+
+def _evaluate_level(features, embed_fn, *, others, level, header, max_clips, segment_clips,
+                    segment_negatives, options) -> dict:
+    """One level's result: windows of the split's tracks (and of ``others``, candidates only),
+    embedded, ranked and set beside chance for the same candidates."""
+    windows = _level_windows(level, features.n_clips, max_clips=max_clips,
+                             segment_clips=segment_clips)
     items, _, lengths = windows
     if len(items) == 0:
         need = f"one segment of {segment_clips} clips" if level == "segment" else "one clip"
         raise StoreError(f"{header['store']}: no track of split {header['split']!r} lasts {need}; "
                          "nothing to evaluate")
-    video = embed_fn("video", gather_windows(features, "video", windows))
-    music = embed_fn("audio", gather_windows(features, "audio", windows))
-    metrics = retrieval_metrics(video, music, lengths=lengths, same_length=same_length,
-                                pool=pool, seed=seed)
-    chance = chance_metrics(candidate_counts(len(items), lengths=lengths, same_length=same_length,
-                                             pool=pool, seed=seed))
-    result = dict(header, level=level)
-    result.update(max_clips=max_clips, segment_clips=segment_clips if level == "segment" else None,
+    video, music = (embed_fn(m, gather_windows(features, m, windows)) for m in ("video", "audio"))
+    extra = _extra_candidates(others, embed_fn, level=level, max_clips=max_clips,
+                              segment_clips=segment_clips)
+    negatives = segment_negatives if level == "segment" else None
+    selection = dict(options, tracks=items if negatives == "other-tracks" else None,
+                     lengths=lengths, extra_lengths=extra["lengths"])
+    metrics = retrieval_metrics(video, music, extra_video=extra["video"],
+                                extra_music=extra["music"], **selection)
+    chance = chance_metrics(candidate_counts(len(items), n_extra=extra["n_items"], **selection),
+                            pool_size=metrics["pool_size"])
+    result = dict(header, level=level, max_clips=max_clips, segment_negatives=negatives)
+    result.update(segment_clips=segment_clips if level == "segment" else None,
                   segment_s=segment_clips * header["clip_s"] if level == "segment" else None,
-                  same_length=same_length, pool=pool, seed=seed, n_tracks=int(len(features)),
+                  **options, n_tracks=int(len(features)),
                   n_tracks_used=int(len(np.unique(items))),
                   n_tracks_dropped=int(len(features) - len(np.unique(items))),
-                  n_items=int(len(items)), pool_size=metrics["pool_size"],
+                  n_items=int(len(items)), n_extra_tracks=extra["n_tracks"],
+                  n_extra_items=extra["n_items"], pool_size=metrics["pool_size"],
                   metrics=metrics, chance=chance)
     return result
+
+
+def _level_windows(level: str, n_clips, *, max_clips: int, segment_clips: int | None):
+    """(item, first clip, clips) of the items a level ranks."""
+    if level == "track":
+        return track_windows(n_clips, max_clips=max_clips)
+    return segment_windows(n_clips, segment_clips=segment_clips)
+
+
+def _extra_candidates(others, embed_fn, *, level, max_clips, segment_clips) -> dict:
+    """Embedded windows of tracks that are candidates only (video, music, lengths: None when
+    there are none) and how many tracks and items they are."""
+    windows = (None if others is None else
+               _level_windows(level, others.n_clips, max_clips=max_clips,
+                              segment_clips=segment_clips))
+    if windows is None or len(windows[0]) == 0:
+        return {"video": None, "music": None, "lengths": None, "n_tracks": 0, "n_items": 0}
+    return {"video": embed_fn("video", gather_windows(others, "video", windows)),
+            "music": embed_fn("audio", gather_windows(others, "audio", windows)),
+            "lengths": windows[2], "n_tracks": int(len(np.unique(windows[0]))),
+            "n_items": int(len(windows[0]))}
 
 
 def track_windows(n_clips, *, max_clips: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

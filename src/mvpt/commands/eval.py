@@ -7,6 +7,10 @@ from pathlib import Path
 
 from mvpt.commands.common import add_json_option, emit_json, positive_float, positive_int
 
+# the choices of mvpt.eval, kept here so that `mvpt --help` does not import numpy
+SEGMENT_NEGATIVES = ("all", "other-tracks")
+CANDIDATES = ("split", "all")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -29,6 +33,15 @@ def add_parser(sub) -> None:
     p.add_argument("--same-length", action="store_true",
                    help="rank only candidates with as many clips as the query (length-shortcut "
                    "control, appendix C.6)")
+    p.add_argument("--segment-negatives", choices=SEGMENT_NEGATIVES, default="all",
+                   help="segment level: 'all' ranks a segment among every other segment, those "
+                   "of its own track included (the setting comparable with the paper's segment "
+                   "row); 'other-tracks' leaves out the other segments of the query's own track "
+                   "(default all)")
+    p.add_argument("--candidates", choices=CANDIDATES, default="split",
+                   help="'split': the split's items are the candidates (the paper's tables); "
+                   "'all': the split's queries compete against every extracted track of the "
+                   "store, as in a real library (no --pool) (default split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random pools (default 0)")
     p.add_argument("--which", choices=("best", "last"), default="best",
                    help="checkpoint of the run (default best)")
@@ -42,7 +55,9 @@ def run(args) -> int:
     levels = LEVELS if args.level == "both" else (args.level,)
     results = evaluate_levels(args.run, args.store, levels=levels, split=args.split,
                               segment_s=args.segment_seconds, pool=args.pool,
-                              same_length=args.same_length, seed=args.seed, which=args.which)
+                              same_length=args.same_length, seed=args.seed, which=args.which,
+                              segment_negatives=args.segment_negatives,
+                              candidates=args.candidates)
     to_stdout = emit_json(args, {"results": results})
     out = sys.stderr if to_stdout else sys.stdout
     for result in results:
@@ -65,6 +80,11 @@ def _caption(result: dict) -> str:
              f"({metrics['n_queries']} of {result['n_items']} items)"
              if metrics["n_pools"] > 1 else f"one pool of {metrics['pool_size']}")
     control = ", same-length candidates only" if result["same_length"] else ""
+    if result.get("segment_negatives") == "other-tracks":
+        control += ", other segments of the query's own track left out"
+    if result.get("candidates") == "all":
+        control += (f", candidates: every track of the store ({result['n_extra_items']} items "
+                    f"of {result['n_extra_tracks']} tracks outside the split as well)")
     items = f"{result['n_items']} segments from " if result["level"] == "segment" else ""
     return (f"**{level}**, split {result['split']}: {items}{result['n_tracks_used']} tracks, "
             f"{pools}{control}")
