@@ -550,6 +550,9 @@ def test_cli_choices_are_the_library_choices():
 
     assert command.SEGMENT_NEGATIVES == library.SEGMENT_NEGATIVES
     assert command.CANDIDATES == library.CANDIDATES
+    from mvpt.index import SCORINGS
+
+    assert command.SCORINGS == SCORINGS
 
 
 def test_cli_reports_missing_store_in_one_line(tmp_path, capsys):
@@ -571,3 +574,77 @@ def test_evaluate_a_real_linear_run(tmp_path):
     train_module.make_synthetic_store(tmp_path / "other", n_train=4, n_test=4, audio_dim=16)
     with pytest.raises(ModelError, match="do not fit"):
         evaluate(tmp_path / "run", tmp_path / "other")
+
+
+# ---------------------------------------------------------------------------- track-windows
+def noisy_store(path, track_clips, *, rng, noise=1.5):
+    """Tracks of several windows whose music is their video plus much noise (so ranks vary)."""
+    store = FeatureStore.create(path, {
+        "encoders": {"video": {"name": "fake-v", "version": "1", "dim": DIM},
+                     "audio": {"name": "fake-a", "version": "1", "dim": DIM}},
+        "clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30})
+    results = []
+    for i, n in enumerate(track_clips):
+        video = rng.normal(size=(n, DIM))
+        results.append(ItemResult(id=f"t{i}", source_path=f"t{i}.mp4", split="test",
+                                  status="done", duration_s=float(n),
+                                  arrays={"video": video,
+                                          "audio": video + noise * rng.normal(size=video.shape)}))
+    store.write_shard(results)
+    return store
+
+
+def brute_force_window_metrics(store, *, window, stride, scoring, ks=KS) -> dict:
+    """Every (query window, candidate window) cosine with explicit loops; a track's score is the
+    max or mean over its pairs; fair ties."""
+    from mvpt.clips import sliding_windows
+
+    feats = store.load(arrays=("video", "audio"))
+    tracks = {m: [np.asarray(feats.item(i, m), np.float64) for i in range(len(feats))]
+              for m in ("video", "audio")}
+
+    def windows(x):
+        means = [x[f:f + n].mean(axis=0) for f, n in sliding_windows(len(x), window, stride)]
+        return np.stack([m / np.linalg.norm(m) for m in means])
+
+    out = {}
+    for direction, (qm, cm) in zip(DIRECTIONS, (("video", "audio"), ("audio", "video"))):
+        hits, ranks = {k: [] for k in ks}, []
+        for i, query in enumerate(tracks[qm]):
+            pairs = [windows(query) @ windows(c).T for c in tracks[cm]]
+            scores = np.array([p.max() if scoring == "max" else p.mean() for p in pairs])
+            others = np.delete(scores, i)
+            better, tied = int(np.sum(others > scores[i] + 1e-6)), int(
+                np.sum(np.abs(others - scores[i]) <= 1e-6))
+            ranks.append(1 + better + tied / 2)
+            for k in ks:
+                hits[k].append(sum(p <= k for p in range(better + 1, better + tied + 2))
+                               / (tied + 1))
+        for k in ks:
+            out[f"{direction}_R@{k}"] = np.mean(hits[k])
+        out[f"{direction}_median_rank"] = np.median(ranks)
+    return out
+
+
+@pytest.mark.parametrize("scoring", ["max", "mean"])
+def test_track_windows_matches_brute_force(tmp_path, rng, scoring):
+    store = noisy_store(tmp_path / "store", [45, 25, 31, 12, 40, 20, 33, 27], rng=rng)
+    result = evaluate(None, tmp_path / "store", level="track-windows", embed_fn=MeanEmbed(),
+                      window_s=10, stride_s=5, scoring=scoring)
+    want = brute_force_window_metrics(store, window=10, stride=5, scoring=scoring)
+    for key, value in want.items():
+        assert result["metrics"][key] == pytest.approx(value, abs=1e-9), key
+    assert 0 < result["metrics"]["video_to_music_R@1"] < 1  # the ranks are not trivial
+    assert result["windows"]["window_s"] == 10 and result["pool_size"] == 8
+    assert result["chance"]["video_to_music_R@1"] == pytest.approx(1 / 8)
+
+
+def test_track_windows_defaults_and_refusals(tmp_path, rng):
+    noisy_store(tmp_path / "store", [45, 25, 31], rng=rng)
+    run = make_run(tmp_path / "run", FeatureStore.open(tmp_path / "store"), max_clips=20)
+    result = evaluate(run, tmp_path / "store", level="track-windows")
+    assert (result["windows"]["window_s"], result["windows"]["stride_s"]) == (20.0, 7.0)
+    with pytest.raises(UsageError, match="no pool"):
+        evaluate(run, tmp_path / "store", level="track-windows", pool=2)
+    assert cli.main(["eval", str(run), str(tmp_path / "store"), "--level", "track-windows",
+                     "--window-seconds", "10", "--scoring", "mean"]) == 0

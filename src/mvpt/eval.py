@@ -34,12 +34,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from mvpt.clips import clip_window, segments
 from mvpt.errors import StoreError, UsageError
 
 DIRECTIONS = ("video_to_music", "music_to_video")
-LEVELS = ("track", "segment")
+LEVELS = ("track", "segment")  # the paper's levels
+# What `mvpt recommend` ranks: a track's score is its best (or mean) pair of sliding windows, the
+# query's against the candidate's, with the index's windows and Index.search itself.
+TRACK_WINDOWS = "track-windows"
+ALL_LEVELS = (*LEVELS, TRACK_WINDOWS)
 # Segment level: "all" ranks a segment among every other segment, its own track's included (the
 # paper-comparable setting); "other-tracks" leaves out the other segments of its own track.
 SEGMENT_NEGATIVES = ("all", "other-tracks")
@@ -492,13 +497,17 @@ def evaluate(
     max_clips: int | None = None,
     segment_negatives: str = "all",
     candidates: str = "split",
+    window_s: float | None = None,
+    stride_s: float | None = None,
+    scoring: str = "max",
 ) -> dict:
     """Evaluate ``run_dir`` (a :class:`~mvpt.run.Run`, or a run folder loaded at ``which``) on ``split`` of the feature store at one
     ``level`` ("track" or "segment"); see :func:`evaluate_levels`."""
     return evaluate_levels(run_dir, store_path, levels=(level,), split=split, segment_s=segment_s,
                            pool=pool, same_length=same_length, seed=seed, which=which,
                            embed_fn=embed_fn, max_clips=max_clips,
-                           segment_negatives=segment_negatives, candidates=candidates)[0]
+                           segment_negatives=segment_negatives, candidates=candidates,
+                           window_s=window_s, stride_s=stride_s, scoring=scoring)[0]
 
 
 def evaluate_levels(
@@ -516,22 +525,27 @@ def evaluate_levels(
     max_clips: int | None = None,
     segment_negatives: str = "all",
     candidates: str = "split",
+    window_s: float | None = None,
+    stride_s: float | None = None,
+    scoring: str = "max",
 ) -> list[dict]:
     """One result dict per level, loading the model and the split once.
 
     ``embed_fn(modality, sequences) -> float32 [n, d]`` ("video" or "audio", a list of float32
     [n_clips, dim] arrays) replaces the run's model when given (tests, baselines). Track level
     reads each track through its centred window of at most K clips (the run's; with
-    ``embed_fn``, ``max_clips`` or the store's); segment level cuts every track into segments of ``round(segment_s /
-    clip_s)`` clips, dropping the partial last one (tracks shorter than a segment are dropped and
-    counted). ``segment_negatives``: "all" (every other segment is a negative, its own track's
+    ``embed_fn``, ``max_clips`` or the store's); segment level cuts every track into segments of
+    ``round(segment_s / clip_s)`` clips, dropping the partial last one (tracks shorter than a
+    segment are dropped and counted); level "track-windows" ranks whole tracks as
+    :func:`mvpt.recommend.recommend` does (windows of ``window_s`` every ``stride_s`` seconds,
+    by default the index's defaults for K; ``scoring`` "max" or "mean" over window pairs). ``segment_negatives``: "all" (every other segment is a negative, its own track's
     too: the paper-comparable setting) or "other-tracks" (a segment query's candidates leave out
     the other segments of its own track). ``candidates``: "split" (the split's items compete) or
     "all" (the split's queries against every done track of the store, as in a real library; no
     pools). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
     ``chance`` (same keys, from the same pools and candidates)."""
     _check_options(levels, segment_s=segment_s, segment_negatives=segment_negatives,
-                   candidates=candidates, pool=pool)
+                   candidates=candidates, pool=pool, same_length=same_length)
     from mvpt.run import embedder_for
     from mvpt.store import FeatureStore
 
@@ -549,16 +563,28 @@ def evaluate_levels(
     segment_clips = (_segment_clips(segment_s, clip_s=clip_s, max_clips=max_clips)
                      if "segment" in levels else None)
     options = dict(pool=pool, same_length=same_length, seed=seed)
-    return [_evaluate_level(features, embed_fn, others=others, level=level, header=header,
-                            max_clips=max_clips, segment_clips=segment_clips,
-                            segment_negatives=segment_negatives, options=options)
-            for level in levels]
-
-
-def _check_options(levels, *, segment_s, segment_negatives, candidates, pool) -> None:
+    results = []
     for level in levels:
-        if level not in LEVELS:
-            raise UsageError(f"level must be one of {LEVELS}, got {level!r}")
+        if level == TRACK_WINDOWS:
+            spec = _window_spec(window_s, stride_s, clip_s=clip_s, max_clips=max_clips)
+            results.append(_evaluate_track_windows(features, embed_fn, others=others,
+                                                   header=header, spec=spec, scoring=scoring))
+        else:
+            results.append(_evaluate_level(features, embed_fn, others=others, level=level,
+                                           header=header, max_clips=max_clips,
+                                           segment_clips=segment_clips,
+                                           segment_negatives=segment_negatives, options=options))
+    return results
+
+
+def _check_options(levels, *, segment_s, segment_negatives, candidates, pool,
+                   same_length) -> None:
+    for level in levels:
+        if level not in ALL_LEVELS:
+            raise UsageError(f"level must be one of {ALL_LEVELS}, got {level!r}")
+    if TRACK_WINDOWS in levels and (pool is not None or same_length):
+        raise UsageError(f"level {TRACK_WINDOWS} ranks among every candidate track: no pool "
+                         "and no same-length control")
     if not segment_s > 0:
         raise UsageError(f"segment_s must be > 0 seconds, got {segment_s}")
     if segment_negatives not in SEGMENT_NEGATIVES:
@@ -610,6 +636,79 @@ def _evaluate_level(features, embed_fn, *, others, level, header, max_clips, seg
                   n_extra_items=extra["n_items"], pool_size=metrics["pool_size"],
                   metrics=metrics, chance=chance)
     return result
+
+
+# ---------------------------------------------------------------------------- track-windows
+def _window_spec(window_s, stride_s, *, clip_s: float, max_clips: int):
+    from mvpt.index import WindowSpec, default_stride_s
+
+    window_s = window_s or max_clips * clip_s
+    return WindowSpec.from_seconds(clip_s=clip_s, window_s=window_s,
+                                   stride_s=stride_s or default_stride_s(window_s, clip_s),
+                                   max_clips=max_clips)
+
+
+def _evaluate_track_windows(features, embed_fn, *, others, header, spec, scoring) -> dict:
+    """Level "track-windows": each query track of the split against every candidate track
+    (the split's, and ``others``), scored by :meth:`mvpt.index.Index.search` over the windows
+    that ``mvpt index`` and ``mvpt recommend`` cut; fair ties as at the other levels."""
+    candidates = [features] if others is None else [features, others]
+    n_candidates = sum(len(f) for f in candidates)
+    counts = {}
+    for direction, (query_mod, item_mod) in zip(DIRECTIONS, (("video", "audio"),
+                                                             ("audio", "video"))):
+        index = _window_index(candidates, embed_fn, item_mod, spec)
+        counts[direction] = _window_rank_counts(features, embed_fn, index, query_mod,
+                                                scoring=scoring)
+    n = np.full(len(features), n_candidates, dtype=np.int64)
+    metrics = metrics_from_counts(counts, n_candidates=n, pool_size=n_candidates)
+    result = dict(header, level=TRACK_WINDOWS, windows=spec.to_dict(), scoring=scoring)
+    result.update(n_tracks=int(len(features)), n_tracks_used=int(len(features)),
+                  n_items=int(len(features)), n_extra_items=n_candidates - len(features),
+                  n_extra_tracks=n_candidates - len(features), pool=None, same_length=False,
+                  pool_size=n_candidates, metrics=metrics,
+                  chance=chance_metrics(n, pool_size=n_candidates))
+    return result
+
+
+def _window_index(parts, embed_fn, modality: str, spec):
+    """An in-memory exact Index of every window of the tracks of ``parts`` (item id: the
+    track's id), as `mvpt index` windows and embeds a library."""
+    from mvpt.index import Index
+
+    rows, sequences = [], []
+    for feats in parts:
+        for i, item_id in enumerate(feats.ids):
+            clips = feats.item(i, modality)
+            for first, n in spec.cut(len(clips)):
+                rows.append((str(item_id), first * spec.clip_s, (first + n) * spec.clip_s))
+                sequences.append(np.asarray(clips[first:first + n], dtype=np.float32))
+    table = pd.DataFrame.from_records(rows, columns=["item_id", "start_s", "end_s"])
+    return Index.from_vectors(embed_fn(modality, sequences), table, windows=spec,
+                              modality="music" if modality == "audio" else "video")
+
+
+def _window_rank_counts(features, embed_fn, index, modality: str, *, scoring: str):
+    """(better, tied) per query track: candidate tracks scored above / equal to its own, each
+    query cut into windows as :func:`mvpt.recommend.query_windows` cuts a query file."""
+    from mvpt.recommend import query_windows
+
+    spans = [query_windows(int(n), index) for n in features.n_clips]
+    sequences = [np.asarray(features.item(i, modality)[f:f + n], dtype=np.float32)
+                 for i, windows in enumerate(spans) for f, n in windows]
+    vectors = embed_fn(modality, sequences)
+    bounds = np.cumsum([0] + [len(w) for w in spans])
+    better = np.zeros(len(features), np.int64)
+    tied = np.zeros(len(features), np.int64)
+    for i, item_id in enumerate(features.ids):
+        hits = index.search(vectors[bounds[i]:bounds[i + 1]], top=index.n_items,
+                            scoring=scoring)
+        scores = {h.item_id: h.score for h in hits}
+        own = scores[str(item_id)]
+        others = np.array([s for k, s in scores.items() if k != str(item_id)])
+        better[i] = int(np.sum(others > own))
+        tied[i] = int(np.sum(others == own))
+    return better, tied
 
 
 def _level_windows(level: str, n_clips, *, max_clips: int, segment_clips: int | None):

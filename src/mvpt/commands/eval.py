@@ -10,6 +10,7 @@ from mvpt.commands.common import add_json_option, emit_json, positive_float, pos
 # the choices of mvpt.eval, kept here so that `mvpt --help` does not import numpy
 SEGMENT_NEGATIVES = ("all", "other-tracks")
 CANDIDATES = ("split", "all")
+SCORINGS = ("max", "mean")
 
 
 def add_parser(sub) -> None:
@@ -23,9 +24,20 @@ def add_parser(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run folder written by `mvpt train`")
     p.add_argument("store", metavar="STORE", help="feature store folder written by `mvpt extract`")
     p.add_argument("--split", default="test", help="store split to evaluate (default test)")
-    p.add_argument("--level", choices=("segment", "track", "both"), default="both",
+    p.add_argument("--level", choices=("segment", "track", "both", "track-windows"),
+                   default="both",
                    help="track: one centred window per track; segment: consecutive segments, "
-                   "each matched only to its own time-aligned segment (default both)")
+                   "each matched only to its own time-aligned segment; both: those two (the "
+                   "paper's tables, default); track-windows: whole tracks ranked as `mvpt "
+                   "recommend` ranks them (sliding windows, a track's best pair)")
+    p.add_argument("--window-seconds", type=positive_float, default=None,
+                   help="track-windows: window length in seconds (default: K x t, as `mvpt "
+                   "index`)")
+    p.add_argument("--stride-seconds", type=positive_float, default=None,
+                   help="track-windows: seconds between windows (default a third of a window)")
+    p.add_argument("--scoring", choices=SCORINGS, default="max",
+                   help="track-windows: a track's score is its best window pair (max, as the "
+                   "index) or the mean over its pairs (default max)")
     p.add_argument("--segment-seconds", type=positive_float, default=10.0,
                    help="segment length in seconds for the segment level (default 10)")
     p.add_argument("--pool", type=positive_int, default=None, metavar="N",
@@ -57,7 +69,8 @@ def run(args) -> int:
                               segment_s=args.segment_seconds, pool=args.pool,
                               same_length=args.same_length, seed=args.seed, which=args.which,
                               segment_negatives=args.segment_negatives,
-                              candidates=args.candidates)
+                              candidates=args.candidates, window_s=args.window_seconds,
+                              stride_s=args.stride_seconds, scoring=args.scoring)
     to_stdout = emit_json(args, {"results": results})
     out = sys.stderr if to_stdout else sys.stdout
     for result in results:
@@ -73,6 +86,10 @@ def _caption(result: dict) -> str:
     if level == "segment":
         level += f" level ({result['segment_s']:g} s segments, {result['n_tracks_dropped']} " \
                  "tracks shorter than one segment dropped)"
+    elif level == "track-windows":
+        w = result["windows"]
+        level += (f" ({w['window_s']:g} s windows every {w['stride_s']:g} s, a track's "
+                  f"{result['scoring']} over window pairs)")
     else:
         level += f" level (centred window of at most {result['max_clips']} clips)"
     metrics = result["metrics"]
