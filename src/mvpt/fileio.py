@@ -43,12 +43,12 @@ def fsync_path(path: str | Path) -> None:
 
 
 def make_dir(path: str | Path, *, exist_ok: bool = False) -> Path:
-    """``mkdir`` (parents included) whose new entry is flushed to disk with its parent folder."""
+    """``mkdir`` (parents included) whose new entries are flushed to disk with their folders."""
     path = Path(path)
-    existed = path.is_dir()
+    new = [p for p in (path, *path.parents) if not p.exists()]
     path.mkdir(parents=True, exist_ok=exist_ok)
-    if not existed:
-        fsync_path(path.parent)
+    for made in new:
+        fsync_path(made.parent)
     return path
 
 

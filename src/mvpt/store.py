@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvpt.errors import StoreError
-from mvpt.fileio import (LOCK_NAME, atomic_path, atomic_save_npy, atomic_write_json,
+from mvpt.fileio import (atomic_path, atomic_save_npy, atomic_write_json,
                          exclusive_lock, make_dir)
 
 FORMAT_VERSION = 1
@@ -163,10 +163,10 @@ class FeatureStore:
                                  "use another --out folder")
             return store
         _refuse_foreign_folder(path)
-        make_dir(path / "shards", exist_ok=True)
         full = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **manifest}
-        atomic_write_json(path / "manifest.json", full)
+        atomic_write_json(path / "manifest.json", full)  # first: a killed create leaves a store
+        make_dir(path / "shards", exist_ok=True)
         return cls(path, full)
 
     @classmethod
@@ -367,7 +367,8 @@ class FeatureStore:
 
 
 def _refuse_foreign_folder(path: Path) -> None:
-    if path.exists() and any(p.name != LOCK_NAME for p in path.iterdir()):
+    """Refuse a folder holding anything but what a killed create leaves (its lock, temporaries)."""
+    if path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
         raise StoreError(f"{path}: folder exists, is not empty and is not a feature store")
 
 
