@@ -250,31 +250,11 @@ class FeatureStore:
                     raise StoreError(f"{r.source_path}: array {name!r} has shape {shape}, "
                                      f"expected ({r.n_clips}, {dim})")
         shard = make_dir(self.next_shard_dir())  # a new folder, never one that exists
-        counts = np.array([r.n_clips for r in results], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        for name, dim in dims.items():
-            parts = [np.asarray(r.arrays[name], dtype=np.float16) for r in results if r.n_clips]
-            data = np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)
-            atomic_save_npy(shard / f"{name}.npy", data, make_parents=False)
-        atomic_save_npy(shard / "offsets.npy", offsets, make_parents=False)
-        table = pa.table({
-            "id": [r.id for r in results],
-            "source_path": [r.source_path for r in results],
-            "start_s": [float(r.start_s) for r in results],
-            "end_s": [float(r.end_s) for r in results],
-            "duration_s": [float(r.duration_s) for r in results],
-            "split": [r.split for r in results],
-            "status": [r.status for r in results],
-            "error": [r.error for r in results],
-            "n_clips": counts,
-            "offset": offsets[:-1],
-            "title": [r.title for r in results],
-        }, schema=_ROW_SCHEMA)
-        _write_parquet_into(shard, "rows.parquet", table)
-        atomic_write_json(shard / DONE_NAME, {
-            "rows": len(results), "clips": int(offsets[-1]),
-            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }, make_parents=False)
+        try:
+            _write_shard_files(shard, results, dims)
+        except FileNotFoundError:
+            raise StoreError(f"{shard}: the shard folder was removed while being written (by "
+                             "another process?); nothing of it was recorded") from None
         self._rows_cache = None
         return shard
 
@@ -364,6 +344,35 @@ class FeatureStore:
             "shards": len(self.shard_dirs()),
             "splits": {k: int(v) for k, v in rows[rows["status"] == "done"]["split"].value_counts().items()},
         }
+
+
+def _write_shard_files(shard: Path, results: list[ItemResult], dims: dict[str, int]) -> None:
+    """Arrays, offsets, rows, then DONE, each atomically into the existing folder ``shard``."""
+    counts = np.array([r.n_clips for r in results], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    for name, dim in dims.items():
+        parts = [np.asarray(r.arrays[name], dtype=np.float16) for r in results if r.n_clips]
+        data = np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)
+        atomic_save_npy(shard / f"{name}.npy", data, make_parents=False)
+    atomic_save_npy(shard / "offsets.npy", offsets, make_parents=False)
+    table = pa.table({
+        "id": [r.id for r in results],
+        "source_path": [r.source_path for r in results],
+        "start_s": [float(r.start_s) for r in results],
+        "end_s": [float(r.end_s) for r in results],
+        "duration_s": [float(r.duration_s) for r in results],
+        "split": [r.split for r in results],
+        "status": [r.status for r in results],
+        "error": [r.error for r in results],
+        "n_clips": counts,
+        "offset": offsets[:-1],
+        "title": [r.title for r in results],
+    }, schema=_ROW_SCHEMA)
+    _write_parquet_into(shard, "rows.parquet", table)
+    atomic_write_json(shard / DONE_NAME, {
+        "rows": len(results), "clips": int(offsets[-1]),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, make_parents=False)
 
 
 def _refuse_foreign_folder(path: Path) -> None:
