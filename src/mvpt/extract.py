@@ -43,6 +43,7 @@ from mvpt.splits import stable_split  # noqa: F401  (re-exported)
 from mvpt.store import FeatureStore, ItemResult
 
 DEFAULT_DECODE_TIMEOUT_S = 600.0
+POOL_START_S = 120.0
 MEDIA_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
     ".ts", ".3gp",
@@ -233,15 +234,26 @@ Decoder = Callable[[Item, DecodeSpec], Decoded]
 
 
 class _DecodePool:
-    """A spawn process pool whose workers can be killed (a hung decoder cannot be cancelled)."""
+    """A spawn process pool whose workers can be killed (a hung decoder cannot be cancelled).
+    Until its first result, a wait gets ``POOL_START_S`` more: starting a worker (a fresh Python
+    importing the decoders) can take long on a busy machine and is not the item's fault."""
 
     def __init__(self, workers: int):
         ctx = multiprocessing.get_context("spawn")
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                            initializer=exit_with_parent, initargs=(os.getpid(),))
+        self.started = False
 
     def submit(self, decode: Decoder, item: Item, spec: DecodeSpec) -> cf.Future:
         return self.pool.submit(decode, item, spec)
+
+    def result(self, future: cf.Future, timeout_s: float | None) -> Decoded:
+        """The future's result; cf.TimeoutError or BrokenProcessPool as the pool raises them."""
+        if timeout_s is not None and not self.started:
+            timeout_s += POOL_START_S
+        decoded = future.result(timeout=timeout_s)
+        self.started = True
+        return decoded
 
     def close(self, *, kill: bool = False) -> None:
         if kill:  # the executor has no public way to stop a running task (Python < 3.14)
@@ -279,7 +291,7 @@ def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int, *, prefet
                 pending.append((it, pool.submit(decode, it, spec)))
             it, future = pending.popleft()
             try:
-                yield future.result(timeout=timeout_s)
+                yield pool.result(future, timeout_s)
                 continue
             except cf.TimeoutError:
                 yield _timed_out(it, timeout_s)
@@ -304,7 +316,7 @@ def _one_at_a_time(items: list[Item], spec: DecodeSpec, timeout_s: float | None,
         for it in items:
             pool = pool or _DecodePool(1)
             try:
-                yield pool.submit(decode, it, spec).result(timeout=timeout_s)
+                yield pool.result(pool.submit(decode, it, spec), timeout_s)
                 continue
             except cf.TimeoutError:
                 yield _timed_out(it, timeout_s)
