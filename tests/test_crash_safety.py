@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvpt.fileio import atomic_path, atomic_save_npy, atomic_write_bytes, atomic_write_json
 from mvpt.store import FeatureStore
 from tests.fixtures.fake_extraction import FakeExtractor, fake_inputs
 
@@ -86,6 +85,8 @@ def test_index_commit_and_checkpoint_are_flushed(tmp_path, fs_calls):
 
 
 def test_atomic_writers(tmp_path, fs_calls):
+    from mvpt.fileio import atomic_path, atomic_save_npy, atomic_write_bytes, atomic_write_json
+
     atomic_write_bytes(tmp_path / "a" / "b.bin", b"xyz")
     atomic_write_json(tmp_path / "c.json", {"k": [1, 2]})
     atomic_save_npy(tmp_path / "d.npy", np.arange(3, dtype=np.int64))

@@ -28,8 +28,8 @@ Updates are atomic: a change writes new numbered table and FAISS files (temporar
 then the manifest pointing at them, then deletes the old ones; every file is flushed to disk
 before the manifest names it. One writer at a time: building, removing and rebuilding hold
 INDEX/.lock, and a second writer is refused with the first one's pid. A kill leaves the previous
-index intact; running :func:`build_index` again with the same media resumes (finished store shards are
-kept; items of the request not yet in the index are encoded and added). Only the requested media
+index intact; running :func:`build_index` again with the same media resumes (finished store
+shards are kept; items of the request not yet in the index are encoded and added). Only the requested media
 are added, so an item removed with :func:`remove_items` stays out until it is requested again.
 """
 
