@@ -91,6 +91,7 @@ def test_atomic_writers(tmp_path, fs_calls):
     atomic_write_json(tmp_path / "c.json", {"k": [1, 2]})
     atomic_save_npy(tmp_path / "d.npy", np.arange(3, dtype=np.int64))
     with atomic_path(tmp_path / "e.txt") as tmp:
+        assert tmp.name.startswith(".e.txt.") and tmp.suffix == ".txt"  # for ffmpeg & co.
         tmp.write_text("from another writer")  # e.g. ffmpeg or pyarrow writing to a path
     assert (tmp_path / "a" / "b.bin").read_bytes() == b"xyz"
     assert json.loads((tmp_path / "c.json").read_text()) == {"k": [1, 2]}
@@ -129,4 +130,5 @@ def test_a_killed_store_create_is_resumed(tmp_path):
     (tmp_path / "store" / ".manifest.json.x1y2.tmp").write_text("{")
     with FeatureStore.writing(tmp_path / "store", FakeExtractor().manifest()) as store:
         assert store.manifest["encoders"]["video"]["dim"] == 3
-    assert not list((tmp_path / "store").glob("*.tmp")) and (tmp_path / "store" / ".lock").exists()
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [".lock", "manifest.json",
+                                                                      "shards"]

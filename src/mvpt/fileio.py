@@ -31,6 +31,12 @@ import numpy as np
 from mvpt.errors import MvptError
 
 LOCK_NAME = ".lock"
+TEMP_MARK = ".tmp"
+
+
+def stray_temporaries(folder: str | Path) -> list[Path]:
+    """Temporary files :func:`atomic_path` left in ``folder`` when its process was killed."""
+    return [p for p in Path(folder).glob(f".*{TEMP_MARK}*") if p.is_file()]
 
 
 def fsync_path(path: str | Path) -> None:
@@ -56,12 +62,14 @@ def make_dir(path: str | Path, *, exist_ok: bool = False) -> Path:
 def atomic_path(path: str | Path, *, make_parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer to fill; when the block succeeds, the
     file there is flushed to disk, renamed over ``path`` and the folder flushed; on error it is
-    removed. ``make_parents=False`` refuses to recreate a missing folder (a folder another process
-    removed must stay removed)."""
+    removed. The temporary name is hidden and ends with ``path``'s suffix (``.x.mp4.k3j.tmp.mp4``)
+    for writers that choose a format by it. ``make_parents=False`` refuses to recreate a missing
+    folder (a folder another process removed must stay removed)."""
     path = Path(path)
     if make_parents and not path.parent.is_dir():
         make_dir(path.parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{TEMP_MARK}{path.suffix}",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

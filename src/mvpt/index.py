@@ -52,7 +52,8 @@ import pyarrow.parquet as pq
 
 from mvpt.clips import ClipConfig, sliding_windows
 from mvpt.errors import ModelError, MvptError, SearchIndexError, UsageError
-from mvpt.fileio import atomic_path, atomic_write_json, exclusive_lock, make_dir
+from mvpt.fileio import (atomic_path, atomic_write_json, exclusive_lock, make_dir,
+                         stray_temporaries)
 from mvpt.store import FeatureStore
 
 FORMAT_VERSION = 1
@@ -700,7 +701,7 @@ class _State:
                              updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_json(self.path / MANIFEST_NAME, self.manifest)
         for old in [*self.path.glob("windows-*.parquet"), *self.path.glob("vectors-*.faiss"),
-                    *self.path.glob(".*.tmp")]:  # temporaries of a killed commit too
+                    *stray_temporaries(self.path)]:  # of a killed commit
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
 

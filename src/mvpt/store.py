@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvpt.errors import StoreError
-from mvpt.fileio import (atomic_path, atomic_save_npy, atomic_write_json,
-                         exclusive_lock, make_dir)
+from mvpt.fileio import (atomic_path, atomic_save_npy, atomic_write_json, exclusive_lock,
+                         make_dir, stray_temporaries)
 
 FORMAT_VERSION = 1
 SHARD_PREFIX = "shard-"
@@ -205,7 +205,7 @@ class FeatureStore:
     def remove_unfinished(self) -> list[Path]:
         """Delete shard folders without a DONE marker (left by a killed run) and stray temporary
         files; returns what was removed. Finished shards are never touched."""
-        removed = [p for p in self.path.glob(".*.tmp") if p.is_file()]
+        removed = stray_temporaries(self.path)
         for p in removed:
             p.unlink()
         for d in self.shard_dirs(done_only=False):
