@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
                    help="items per shard, the unit of resumption (default 16)")
     p.add_argument("--decode-workers", type=int, default=1,
                    help="processes decoding ahead of the encoders (0: decode in-process)")
+    p.add_argument("--decode-timeout", type=positive_float, default=600.0, metavar="SECONDS",
+                   help="record a file as failed when decoding it takes longer (default 600)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_json_option(p)
     p.set_defaults(func=run)
@@ -50,7 +52,8 @@ def run(args) -> int:
     extractor = Extractor(video_encoder=args.video_encoder, audio_encoder=args.audio_encoder,
                           clip=clip, encoder_options=options)
     summary = extract(args.inputs, args.out, extractor=extractor, shard_size=args.shard_size,
-                      decode_workers=args.decode_workers, progress=not args.no_progress)
+                      decode_workers=args.decode_workers, decode_timeout_s=args.decode_timeout,
+                      progress=not args.no_progress)
     to_stdout = emit_json(args, summary.to_dict())
     out = sys.stderr if to_stdout else sys.stdout
     for f in summary.failures:
