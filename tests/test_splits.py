@@ -127,3 +127,19 @@ def test_a_store_written_without_the_group_column_still_opens(tmp_path):
     rows = FeatureStore.open(tmp_path / "s").rows()
     assert rows["id"].tolist() == ["x"] and rows["split"].tolist() == ["test"]
     assert rows["group"].isna().all()
+
+
+def test_an_older_manifest_gets_groups_when_films_are_added(tmp_path, monkeypatch):
+    """A manifest written before groups (id,path,start_s,end_s) gains group and split for its
+    rows when `find_music_regions` adds a film to it."""
+    from mvpt.data import movieclips
+
+    monkeypatch.setattr(movieclips, "file_regions", lambda path, tagger, params: [(0.0, 30.0)])
+    out = tmp_path / "music.csv"
+    out.write_text("id,path,start_s,end_s\nold_000,/films/old.mkv,0.000,25.000\n"
+                   "old_001,/films/old.mkv,40.000,70.000\n", encoding="utf-8")
+    movieclips.find_music_regions([tmp_path / "new.mkv"], out, tagger=object())
+    rows = {r["id"]: r for r in _read(out)}
+    assert [rows[i]["group"] for i in ("old_000", "old_001", "new_000")] == ["old", "old", "new"]
+    assert rows["old_000"]["split"] == rows["old_001"]["split"] == stable_split("old")
+    assert rows["new_000"]["split"] == stable_split("new")
