@@ -2,9 +2,10 @@
 
 Inputs are files, folders (searched recursively for media) or a manifest CSV with columns
 ``id,path[,group][,split][,start_s,end_s]`` (an item without a split takes the one its group
-hashes to, :func:`mvpt.splits.stable_split`, so a film's regions share a split). Work is cut into shards of items; a shard is written only when
-all its items are processed, with its DONE marker last, so a killed run resumes by redoing only the
-unfinished shard. Items already in the store (done or failed) are skipped, so adding new files to
+hashes to, :func:`mvpt.splits.stable_split`, so a film's regions share a split; the store keeps
+both). Work is cut into shards of items; a shard is written only when all its items are
+processed, with its DONE marker last, so a killed run resumes by redoing only the unfinished
+shard. Items already in the store (done or failed) are skipped, so adding new files to
 an existing store extracts only them. A file that fails is recorded with its reason and the run
 goes on.
 
