@@ -249,8 +249,8 @@ def _reextract_all(features, extractor, *, attribute: str, rates: list, modality
             raise MediaError(path, dec.error.removeprefix(f"{path}: "))
         anchor = None
         if field == "wave" and k in spans:
-            anchor = window_centre_sample(dec.bounds_s, *spans[k],
-                                          rate_hz=extractor.decode_spec().audio_rate_hz)
+            anchor = min(len(dec.wave) - 1, window_centre_sample(
+                dec.bounds_s, *spans[k], rate_hz=extractor.decode_spec().audio_rate_hz))
         for sequences, rate in zip(out, rates):
             changed = replace(dec, **{field: manipulate(attribute, getattr(dec, field), rate=rate,
                                                         anchor_sample=anchor)})
