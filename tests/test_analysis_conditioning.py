@@ -139,7 +139,9 @@ def test_mixes_are_sample_exact_sums_of_the_right_stems(songs, tmp_path):
     assert rate == RATE == mix["sample_rate_hz"]
     assert got_with.shape == (n,) and got_without.shape == (n,)  # the short stem is padded
     assert np.array_equal(got_with, expect_with)
-    assert np.array_equal(got_without, expect_without)
+    gain = mix["without_gain"]
+    assert gain > 1.0  # fewer stems, so turned up to the loudness of the full mix
+    assert np.allclose(got_without, gain * expect_without, rtol=1e-6, atol=1e-7)
     assert not np.array_equal(got_with, got_without)
     assert [s["stem"] for s in mix["instrument_stems"]] == ["S01", "S04"]
     assert [s["stem"] for s in mix["other_stems"]] == ["S02", "S03"]
@@ -148,11 +150,33 @@ def test_mixes_are_sample_exact_sums_of_the_right_stems(songs, tmp_path):
     assert [s["stem"] for s in beta["instrument_stems"]] == ["S02"]
     assert song_stems(root / "Beta_Song")[1]["instruments"] == ["acoustic guitar", "keyboard"]
     got_beta, _ = read_float_wav(Path(beta["without"]))
-    assert np.array_equal(got_beta, decoded["Beta_Song"]["S01"].astype(np.float32))
+    assert np.allclose(got_beta, beta["without_gain"] * decoded["Beta_Song"]["S01"],
+                       rtol=1e-6, atol=1e-7)
     # building again rewrites nothing: the cache file keeps its modification time
     before = Path(mix["with"]).stat().st_mtime_ns
     assert build_song_mixes(root / "Alpha_Song", names, tmp_path)["with"] == mix["with"]
     assert Path(mix["with"]).stat().st_mtime_ns == before
+
+
+def lufs(samples: np.ndarray) -> float:
+    import pyloudnorm
+
+    return float(pyloudnorm.Meter(RATE).integrated_loudness(np.asarray(samples, np.float64)))
+
+
+@pytest.mark.parametrize("song", ["Alpha_Song", "Beta_Song"])
+def test_with_and_without_mixes_are_loudness_matched(songs, tmp_path, song):
+    """The two versions differ by the instrument, not by how loud they are (ITU-R BS.1770
+    integrated loudness, measured here with pyloudnorm, within 0.5 dB)."""
+    root, decoded = songs
+    mix = build_song_mixes(root / song, instrument_names("guitar"), tmp_path)
+    got_with, _ = read_float_wav(Path(mix["with"]))
+    got_without, _ = read_float_wav(Path(mix["without"]))
+    plain_without = sum(s for k, s in decoded[song].items()
+                        if k in {r["stem"] for r in mix["other_stems"]})
+    assert abs(lufs(plain_without) - lufs(got_with)) > 1.0  # the plain sums differ
+    assert lufs(got_without) == pytest.approx(lufs(got_with), abs=0.5)
+    assert mix["loudness_lufs"] == pytest.approx(lufs(got_with), abs=0.05)
 
 
 def test_preference_curve_counts():

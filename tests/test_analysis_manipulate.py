@@ -119,6 +119,44 @@ def test_tempo_change_keeps_pitch():
         assert peak_hz == pytest.approx(440, abs=2)
 
 
+def burst_at(seconds: float, at_s: float, *, rate_hz: int = SR) -> np.ndarray:
+    """Silence with one short decaying tone burst (a click) starting at ``at_s``."""
+    audio = np.zeros(int(seconds * rate_hz), np.float32)
+    t = np.arange(int(0.05 * rate_hz)) / rate_hz
+    i = int(at_s * rate_hz)
+    audio[i:i + t.size] = 0.5 * np.sin(2 * np.pi * 880 * t) * np.exp(-t / 0.01)
+    return audio
+
+
+def loudest_s(audio, *, rate_hz: int = SR) -> float:
+    """Time (s) of the loudest 10 ms frame."""
+    hop = rate_hz // 100
+    frames = len(audio) // hop
+    energy = np.square(audio[:frames * hop].astype(np.float64)).reshape(frames, hop).sum(axis=1)
+    return float(np.argmax(energy) * hop / rate_hz)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.625, 0.8, 1.25, 1.5])
+def test_tempo_change_keeps_the_anchor_in_place(rate):
+    """The click at the anchor (the evaluated window's centre, not the track's start) stays
+    within one clip (1 s) of it: the stretch changes the tempo, not the alignment."""
+    audio = burst_at(20.0, 13.0)
+    out = change_tempo(audio, rate=rate, anchor_sample=13 * SR)
+    assert out.shape == audio.shape
+    assert abs(loudest_s(out) - 13.0) < 1.0, loudest_s(out)
+    # by default the anchor is the middle
+    middle = change_tempo(burst_at(20.0, 10.0), rate=rate)
+    assert abs(loudest_s(middle) - 10.0) < 1.0
+
+
+def test_tempo_change_loops_symmetrically_around_the_anchor():
+    """Sped up, the music is looped on both sides of the anchor: three times faster, 18 s with
+    a click at 9 s become 6 s looped around 9 s, so the click sounds at 3, 9 and 15 s."""
+    out = change_tempo(burst_at(18.0, 9.0), rate=3.0, anchor_sample=9 * SR)
+    thirds = [loudest_s(out[k * 6 * SR:(k + 1) * 6 * SR]) + 6 * k for k in range(3)]
+    assert thirds == pytest.approx([3.0, 9.0, 15.0], abs=0.3)
+
+
 def test_fit_length_and_errors():
     assert fit_length(np.arange(3), length=7).tolist() == [0, 1, 2, 0, 1, 2, 0]
     assert fit_length(np.arange(9), length=4).tolist() == [0, 1, 2, 3]
@@ -223,3 +261,53 @@ def test_curves_of_the_trained_demo_model_peak_at_one(demo, attribute):
     similarity = {p["rate"]: p["pair_similarity"] for p in result["curve"]}
     assert similarity[1.0] == pytest.approx(result["reference"]["pair_similarity"], abs=1e-3)
     assert all(similarity[1.0] > similarity[r] for r in rates if r != 1.0), similarity
+
+
+class _WaveSpy:
+    """Stands in for an extractor: decodes audio only and keeps each wave it is asked to
+    encode (one clip feature per clip, zeros)."""
+
+    def __init__(self, rate_hz: int):
+        from mvpt.clips import ClipConfig
+        from mvpt.extract import DecodeSpec
+
+        self.spec = DecodeSpec(clip=ClipConfig(clip_s=1.0), frame_size=None,
+                               resize_mode="squash", audio_rate_hz=rate_hz)
+        self.waves = []
+
+    def decode_spec(self):
+        return self.spec
+
+    def encode(self, dec):
+        from mvpt.store import ItemResult
+
+        self.waves.append(dec.wave)
+        return ItemResult(id=dec.item.id, source_path=dec.item.path, split="query",
+                          status="done", arrays={"audio": np.zeros((len(dec.bounds_s), 3))})
+
+
+def test_curve_anchors_tempo_at_the_evaluated_windows_centre(tmp_path):
+    """Region 2-10 s of a file, evaluated in a centred window of 4 clips (4-8 s): the click at
+    the window's centre (6 s in the file, 4 s into the region) stays within one clip of it in
+    the audio re-extracted at every rate."""
+    import pandas as pd
+
+    from mvpt.analysis.manipulate import _reextract_all
+    from mvpt.eval import track_windows
+    from mvpt.store import Features
+    from tests.fixtures.media_factory import write_video
+
+    rate_hz = 16000
+    click = burst_at(10.0, 6.0, rate_hz=rate_hz)
+    write_video(tmp_path / "v.mp4", duration_s=10.0,
+                audio_content=lambda t, ch: np.tile(
+                    click[np.minimum((t * rate_hz).astype(int), click.size - 1)], (ch, 1)))
+    rows = pd.DataFrame({"id": ["v"], "source_path": [str(tmp_path / "v.mp4")],
+                         "start_s": [2.0], "end_s": [10.0]})
+    features = Features(rows=rows, offsets=np.array([0, 8]), arrays={})
+    spy, rates = _WaveSpy(rate_hz), [0.5, 0.75, 1.0, 1.25, 1.5]
+    _reextract_all(features, spy, attribute="tempo", rates=rates, modality="audio",
+                   media_root=None, windows=track_windows(features.n_clips, max_clips=4))
+    assert len(spy.waves) == len(rates)
+    for rate, wave in zip(rates, spy.waves):
+        assert abs(loudest_s(wave, rate_hz=rate_hz) - 4.0) < 1.0, rate

@@ -132,3 +132,22 @@ def test_unavailable_ids_are_not_retried(tmp_path):
     assert yt8m.build_manifest(["a", "b"], out, downloader=source) == {"unavailable": 2}
     assert source.calls == 2
     assert _read(out) == []
+
+
+def test_split_is_hashed_by_the_video_so_one_video_has_one_split(tmp_path):
+    """Pseudo-ids that resolve to one YouTube video are one group: same split, whatever the
+    pseudo-ids hash to."""
+    pseudo = [f"p{k:03d}" for k in range(30)]
+    id_map = {p: "dQw4w9WgXcQ" if k < 15 else "9bZkp7q19f0" for k, p in enumerate(pseudo)}
+    media = tmp_path / "media"
+    media.mkdir()
+    for youtube_id in set(id_map.values()):
+        (media / f"{youtube_id}.mp4").write_bytes(b"x")
+    out = tmp_path / "m.csv"
+    yt8m.build_manifest(pseudo, out, downloader=yt8m.LocalFolderSource(media), id_map=id_map)
+    rows = _read(out)
+    assert len(rows) == 30
+    for youtube_id in set(id_map.values()):
+        mine = [r for r in rows if id_map[r["id"]] == youtube_id]
+        assert {r["group"] for r in mine} == {youtube_id}
+        assert {r["split"] for r in mine} == {stable_split(youtube_id)}

@@ -202,6 +202,52 @@ def test_preview_from_a_video_offset_shows_the_right_frames(tmp_path):
     assert frame_index_from_image(first) == 25
 
 
+def preview_wave(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+
+
+def level(wave: np.ndarray, a_s: float, b_s: float, rate: int = 48000) -> float:
+    return float(np.sqrt(np.mean(wave[int(a_s * rate):int(b_s * rate)] ** 2)))
+
+
+def dominant_hz(wave: np.ndarray, a_s: float, b_s: float, rate: int = 48000) -> float:
+    part = wave[int(a_s * rate):int(b_s * rate)]
+    spectrum = np.abs(np.fft.rfft(part * np.hanning(part.size)))
+    return float(np.argmax(spectrum) * rate / part.size)
+
+
+def test_preview_with_a_negative_offset_starts_with_silence(tmp_path):
+    video = write_video(tmp_path / "v.mp4", duration_s=6.0, size=(64, 48), fps=10.0)
+    music = write_music(tmp_path / "m.m4a", ["mid"], section_s=10.0)
+    info = make_preview(video, music, -1.5, tmp_path / "p.mp4", fade_s=0.2)
+    wave = preview_wave(info.path)
+    assert level(wave, 0.0, 1.4) < 1e-3  # silence until the music enters at 1.5 s
+    assert level(wave, 2.0, 5.5) > 0.2
+    assert info.music_offset_s == -1.5 and info.music_audible_s == pytest.approx(4.5)
+
+
+def test_hit_preview_music_enters_late_when_its_window_starts_earlier(tmp_path):
+    """The best music window starts 1 s into its track, the best video window 4 s into the
+    video: the preview plays the music from its start, entering 3 s into the video, so the two
+    windows line up (the offset is not clamped to 0)."""
+    from mvpt.index import WindowHit
+    from mvpt.recommend import Recommendation, write_hit_preview
+
+    video = write_video(tmp_path / "v.mp4", duration_s=8.0, size=(64, 48), fps=10.0)
+    music = write_music(tmp_path / "m.m4a", ["mid", "high"], section_s=2.0)  # mid 0-2 s, high 2-4+
+    hit = WindowHit(rank=1, item_id="m", title="m", source_path=str(music), score=1.0,
+                    offset_s=0.0, window_start_s=1.0, window_end_s=3.0, query_start_s=4.0,
+                    query_end_s=6.0, item_duration_s=4.0)
+    result = Recommendation(query_path=str(video), query_modality="video", index_path="i",
+                            index_modality="music", query_duration_s=8.0,
+                            query_windows_s=[(4.0, 6.0)], hits=[hit])
+    wave = preview_wave(write_hit_preview(result, hit, tmp_path / "p.mp4"))
+    assert level(wave, 0.0, 2.9) < 1e-3
+    assert dominant_hz(wave, 3.6, 4.9) == pytest.approx(800, abs=20)  # music 0.6-1.9 s: mid
+    assert dominant_hz(wave, 5.1, 6.9) == pytest.approx(3200, abs=20)  # music 2.1-3.9 s: high
+
+
 def test_recommend_writes_a_preview(music_index, green_blue_video, tmp_path):
     result = recommend(music_index, green_blue_video, top=2, preview=tmp_path / "best.webm")
     video_s, audio_s, _ = decoded_durations_s(Path(result.preview_path))

@@ -1,9 +1,11 @@
 """Extraction: media files -> per-clip features in a feature store.
 
 Inputs are files, folders (searched recursively for media) or a manifest CSV with columns
-``id,path[,split][,start_s,end_s]``. Work is cut into shards of items; a shard is written only when
-all its items are processed, with its DONE marker last, so a killed run resumes by redoing only the
-unfinished shard. Items already in the store (done or failed) are skipped, so adding new files to
+``id,path[,group][,split][,start_s,end_s]`` (an item without a split takes the one its group
+hashes to, :func:`mvpt.splits.stable_split`, so a film's regions share a split; the store keeps
+both). Work is cut into shards of items; a shard is written only when all its items are
+processed, with its DONE marker last, so a killed run resumes by redoing only the unfinished
+shard. Items already in the store (done or failed) are skipped, so adding new files to
 an existing store extracts only them. A file that fails is recorded with its reason and the run
 goes on.
 
@@ -60,6 +62,7 @@ class Item:
     start_s: float = 0.0
     end_s: float | None = None
     named: bool = False  # the id was given (manifest CSV), not derived from the file name
+    group: str | None = None  # items of one group (a film's regions) share a split
 
 
 @dataclass
@@ -94,7 +97,7 @@ def read_manifest_csv(path: Path) -> list[Item]:
             fields = set(reader.fieldnames or [])
             if not {"id", "path"} <= fields:
                 raise UsageError(f"{path}: a manifest CSV needs columns id,path "
-                                 f"(optionally split,start_s,end_s); found {sorted(fields)}")
+                                 f"(optionally group,split,start_s,end_s); found {sorted(fields)}")
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"{path}: cannot read manifest CSV ({exc})") from None
@@ -108,8 +111,9 @@ def read_manifest_csv(path: Path) -> list[Item]:
             raise UsageError(f"{path}:{line}: end_s ({end}) must be after start_s ({start})")
         p = Path(row["path"])
         p = p if p.is_absolute() else path.parent / p
-        split = (row.get("split") or "").strip() or stable_split(row["id"])
-        items.append(Item(row["id"], str(p), split, start or 0.0, end, named=True))
+        group = (row.get("group") or "").strip() or None
+        split = (row.get("split") or "").strip() or stable_split(row["id"], group)
+        items.append(Item(row["id"], str(p), split, start or 0.0, end, named=True, group=group))
     return items
 
 
@@ -381,8 +385,8 @@ class Extractor:
 
     def encode(self, dec: Decoded) -> ItemResult:
         it = dec.item
-        base = dict(id=it.id, source_path=it.path, split=it.split, start_s=it.start_s,
-                    end_s=float("nan") if it.end_s is None else it.end_s)
+        base = dict(id=it.id, source_path=it.path, split=it.split, group=it.group,
+                    start_s=it.start_s, end_s=float("nan") if it.end_s is None else it.end_s)
         if dec.error:
             return ItemResult(**base, status="failed", error=dec.error)
         try:

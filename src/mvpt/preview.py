@@ -5,15 +5,16 @@ WebM) at a constant frame rate (the source's average rate, at most 60 Hz), uprig
 most 720 lines. The sound is the music alone (the video's own soundtrack is dropped) from
 ``offset_s`` for the picture's whole duration, mono at 48 kHz, AAC in MP4 and Opus in WebM, with a
 fade-in and a fade-out of ``fade_s`` seconds; a track ending before the picture fades out at its
-own end and leaves silence after. Audio and video last the same (to a frame). The file is written
-to a temporary name and renamed, so a kill never leaves a half preview at ``out_path``.
+own end and leaves silence after. A negative ``offset_s`` plays the track from its start, entering
+``-offset_s`` seconds into the preview after silence (when the best music window starts earlier in
+its track than the best video window in the video). Audio and video last the same (to a frame).
+The file is written to a temporary name and renamed (:func:`mvpt.fileio.atomic_path`), so a kill
+never leaves a half preview at ``out_path``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -23,6 +24,7 @@ import numpy as np
 
 from mvpt import media
 from mvpt.errors import MediaError, UsageError
+from mvpt.fileio import atomic_path
 
 AUDIO_RATE_HZ = 48000  # Opus only takes 48 kHz
 AUDIO_CHUNK_SAMPLES = 960
@@ -51,7 +53,7 @@ class PreviewInfo:
     frames: int
     width: int
     height: int
-    music_offset_s: float
+    music_offset_s: float  # negative: the music enters this many seconds late
     music_audible_s: float  # how much of the preview has music (less when the track ends early)
     audio_rate_hz: int = AUDIO_RATE_HZ
 
@@ -70,15 +72,16 @@ def make_preview(
     video_start_s: float = 0.0,
 ) -> PreviewInfo:
     """Write ``out_path``: the video from ``video_start_s`` to its end with the music of
-    ``music_path`` from ``offset_s`` under it. ``container`` ("mp4" or "webm") defaults to the
-    output's suffix."""
+    ``music_path`` from ``offset_s`` under it (negative: the music from its start, entering
+    ``-offset_s`` seconds late). ``container`` ("mp4" or "webm") defaults to the output's
+    suffix."""
     out_path = Path(out_path)
     fmt = container or out_path.suffix.lower().lstrip(".")
     if fmt not in CONTAINERS:
         raise UsageError(f"{out_path}: preview container must be mp4 or webm, got {fmt!r}")
-    if fade_s < 0 or offset_s < 0 or video_start_s < 0:
-        raise UsageError(f"fade_s, offset_s and video_start_s must be >= 0 seconds, got "
-                         f"{fade_s}, {offset_s}, {video_start_s}")
+    if fade_s < 0 or video_start_s < 0 or not math.isfinite(offset_s):
+        raise UsageError(f"fade_s and video_start_s must be >= 0 seconds and offset_s finite, "
+                         f"got {fade_s}, {video_start_s}, {offset_s}")
     info = media.probe(video_path)
     if not info.has_video:
         raise MediaError(video_path, "no video stream to preview")
@@ -93,15 +96,8 @@ def make_preview(
     width, height = _output_size(info.width, info.height)
     frames = _frames_at_rate(video_path, info, start_s=video_start_s, fps=fps,
                              n_frames=n_frames, size=(width, height))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=f".{fmt}", dir=out_path.parent)
-    os.close(fd)
-    try:
-        _write(tmp, fmt, frames, wave, fps=fps, size=(width, height))
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_path) as tmp:
+        _write(str(tmp), fmt, frames, wave, fps=fps, size=(width, height))
     return PreviewInfo(path=out_path, container=fmt, duration_s=duration_s, fps=fps,
                        frames=n_frames, width=width, height=height, music_offset_s=offset_s,
                        music_audible_s=audible_s)
@@ -110,25 +106,31 @@ def make_preview(
 def music_under(music_path, *, offset_s: float, duration_s: float,
                 fade_s: float) -> tuple[np.ndarray, float]:
     """(mono float32 [round(duration_s * 48 kHz)], seconds of music in it): the music from
-    ``offset_s``, faded in and out, padded with silence when the track ends first."""
+    ``offset_s`` (negative: from its start, after ``-offset_s`` seconds of silence), faded in and
+    out, padded with silence when the track ends first."""
     info = media.probe(music_path)
     if not info.has_audio:
         raise MediaError(music_path, "no audio stream to lay under the video")
     if offset_s >= info.duration_s:
         raise UsageError(f"{music_path}: offset {offset_s:.2f} s is past the end of the music "
                          f"({info.duration_s:.2f} s)")
-    end_s = min(info.duration_s, offset_s + duration_s)
-    music = media.read_audio(music_path, sample_rate_hz=AUDIO_RATE_HZ, start_s=offset_s,
-                             end_s=end_s, info=info)
     total = round(duration_s * AUDIO_RATE_HZ)
-    music = music[:total].astype(np.float32)
+    entry = round(max(0.0, -offset_s) * AUDIO_RATE_HZ)
+    if entry >= total:
+        raise UsageError(f"{music_path}: the music would enter {-offset_s:.2f} s in, after the "
+                         f"preview's end ({duration_s:.2f} s)")
+    start_s = max(0.0, offset_s)
+    end_s = min(info.duration_s, start_s + duration_s)
+    music = media.read_audio(music_path, sample_rate_hz=AUDIO_RATE_HZ, start_s=start_s,
+                             end_s=end_s, info=info)
+    music = music[:total - entry].astype(np.float32)
     ramp = min(round(fade_s * AUDIO_RATE_HZ), len(music) // 2)
     if ramp > 0:
         shape = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, ramp, dtype=np.float32))
         music[:ramp] *= shape
         music[len(music) - ramp:] *= shape[::-1]
     wave = np.zeros(total, np.float32)
-    wave[:len(music)] = music
+    wave[entry:entry + len(music)] = music
     return wave, len(music) / AUDIO_RATE_HZ
 
 

@@ -4,7 +4,9 @@ Layout::
 
     STORE/manifest.json                 encoders (name, version, dim), clip_s, max_clips, rates
     STORE/shards/shard-00000/rows.parquet   one row per item: id, source_path, start_s, end_s,
-                                            duration_s, split, status, error, n_clips, offset
+                                            duration_s, split, status, error, n_clips, offset,
+                                            title, group (the film a region is from; empty
+                                            when none; stores written before it lack it)
     STORE/shards/shard-00000/offsets.npy    int64 [rows + 1]: item i's clips are [offsets[i], offsets[i+1])
     STORE/shards/shard-00000/<array>.npy    float16 [clips in shard, dim], one file per array
                                             ("video", "audio", "audio_scores", ...)
@@ -44,13 +46,13 @@ SHARD_PREFIX = "shard-"
 DONE_NAME = "DONE"
 ROW_COLUMNS = [
     "id", "source_path", "start_s", "end_s", "duration_s", "split", "status", "error",
-    "n_clips", "offset", "title",
+    "n_clips", "offset", "title", "group",
 ]
 _ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_path", pa.string()), ("start_s", pa.float64()),
     ("end_s", pa.float64()), ("duration_s", pa.float64()), ("split", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("n_clips", pa.int64()),
-    ("offset", pa.int64()), ("title", pa.string()),
+    ("offset", pa.int64()), ("title", pa.string()), ("group", pa.string()),
 ])
 # Manifest keys that must match for new features to join a store.
 COMPAT_KEYS = ("clip_s", "frames_per_clip", "encoders")
@@ -69,6 +71,7 @@ class ItemResult:
     duration_s: float = 0.0
     error: str | None = None
     title: str | None = None
+    group: str | None = None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -270,6 +273,8 @@ class FeatureStore:
                                      f"{self.path} --remove-broken` removes it so that its "
                                      "items are extracted again")
                 df = pq.read_table(d / "rows.parquet").to_pandas()
+                for missing in set(ROW_COLUMNS) - set(df.columns):  # written by an older mvpt
+                    df[missing] = None
                 df["shard"] = d.name
                 frames.append(df)
             if frames:
@@ -367,6 +372,7 @@ def _write_shard_files(shard: Path, results: list[ItemResult], dims: dict[str, i
         "n_clips": counts,
         "offset": offsets[:-1],
         "title": [r.title for r in results],
+        "group": [r.group for r in results],
     }, schema=_ROW_SCHEMA)
     _write_parquet_into(shard, "rows.parquet", table)
     atomic_write_json(shard / DONE_NAME, {

@@ -8,9 +8,11 @@ Songs come in MedleyDB's multitrack layout::
     SONGS_DIR/Song/Song_MIX.wav           (not used: the mixes are rebuilt from the stems)
 
 For every song with at least one stem of the instrument, two versions are built from its stems,
-each the plain sum of its stems at unit gain, mono (every stem mixed down by
-:func:`mvpt.media.read_audio`) at the stems' sample rate: **with** (every stem) and **without**
-(every stem but the instrument's). Both are written as 32-bit float WAV files (a sum may exceed
+mono (every stem mixed down by :func:`mvpt.media.read_audio`) at the stems' sample rate: **with**
+(the plain sum of every stem at unit gain) and **without** (the sum of every stem but the
+instrument's, times one gain that gives it the integrated loudness of *with*: ITU-R BS.1770 /
+EBU R128 LUFS, measured with ``pyloudnorm``), so the two differ by the instrument and not by how
+loud they are. Both are written as 32-bit float WAV files (a sum may exceed
 full scale; nothing is clipped) into ``OUT/cache/mixes``, their names carrying a hash of their
 samples, and indexed as a music library with the run (:func:`mvpt.index.build_index` into
 ``OUT/cache/index-SHA``, so a second call extracts nothing again).
@@ -160,7 +162,8 @@ def _slug(text: str) -> str:
 
 def build_song_mixes(song_dir, names: Sequence[str], mix_dir) -> dict:
     """Write the song's two versions into ``mix_dir``; returns ``{"song", "with", "without",
-    "instrument_stems", "other_stems", "sample_rate_hz", "duration_s"}``. Raises MvptError (one
+    "instrument_stems", "other_stems", "sample_rate_hz", "duration_s", "loudness_lufs" (both
+    versions'), "without_gain"}``. Raises MvptError (one
     line naming the file) when the song cannot be used."""
     song_dir = Path(song_dir)
     stems = song_stems(song_dir)
@@ -178,8 +181,11 @@ def build_song_mixes(song_dir, names: Sequence[str], mix_dir) -> dict:
         if not s["path"].is_file():
             raise MediaError(s["path"], f"stem {s['stem']} not found")
     mixes, rate = _mix_versions(stems)
+    mixes["without"], gain, loudness = match_loudness(mixes["without"], mixes["with"],
+                                                      rate_hz=rate, source=song_dir)
     out = {"song": song_dir.name, "sample_rate_hz": rate,
-           "duration_s": len(mixes["with"]) / rate,
+           "duration_s": len(mixes["with"]) / rate, "loudness_lufs": loudness,
+           "without_gain": gain,
            "instrument_stems": [_stem_record(s) for s in inst],
            "other_stems": [_stem_record(s) for s in rest]}
     tag = {"with": "all", "without": "no-" + _slug("-".join(names))}
@@ -209,6 +215,30 @@ def _mix_versions(stems: list[dict]) -> tuple[dict[str, np.ndarray], int]:
             total[:len(wave)] += wave
     n = max(len(t) for t in sums.values())
     return {v: np.pad(t, (0, n - len(t))).astype(np.float32) for v, t in sums.items()}, int(rate)
+
+
+def integrated_loudness(samples: np.ndarray, *, rate_hz: int, source) -> float:
+    """Integrated loudness (LUFS, ITU-R BS.1770-4) of mono ``samples``; MediaError naming
+    ``source`` when it is too short to measure (one 0.4 s block) or silent."""
+    import pyloudnorm
+
+    samples = np.asarray(samples, dtype=np.float64)
+    if len(samples) < round(0.4 * rate_hz):
+        raise MediaError(source, f"too short to measure its loudness ({len(samples) / rate_hz:.2f} "
+                                 "s < 0.4 s)")
+    loudness = float(pyloudnorm.Meter(rate_hz).integrated_loudness(samples))
+    if not np.isfinite(loudness):
+        raise MediaError(source, "a mix is silent; its loudness cannot be matched")
+    return loudness
+
+
+def match_loudness(signal: np.ndarray, reference: np.ndarray, *, rate_hz: int,
+                   source) -> tuple[np.ndarray, float, float]:
+    """(``signal`` times the gain that gives it ``reference``'s integrated loudness, float32;
+    that gain; the reference's loudness in LUFS)."""
+    target = integrated_loudness(reference, rate_hz=rate_hz, source=source)
+    gain = 10.0 ** ((target - integrated_loudness(signal, rate_hz=rate_hz, source=source)) / 20)
+    return (np.asarray(signal, np.float64) * gain).astype(np.float32), float(gain), target
 
 
 def _stem_record(stem: dict) -> dict:

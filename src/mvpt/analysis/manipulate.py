@@ -7,8 +7,11 @@ All three share one scale, r = 1 meaning unchanged:
 * hue: ``h_new = (h + 360 (r - 1)) mod 360`` degrees, saturation and value kept (RGB <-> HSV
   conversions written in numpy);
 * tempo: the music played r times faster without changing its pitch (``librosa.effects.
-  time_stretch``, a phase vocoder), then cropped, or looped, back to its original length so the
-  clip layout of the track stays the same.
+  time_stretch``, a phase vocoder), anchored at the centre of the evaluated window (the sound
+  there stays there), then cropped, or looped, symmetrically around that anchor back to its
+  original length so the clip layout of the track stays the same. (Anchored at the start, the
+  evaluated window of the music would come from another part of the song than the video's at
+  r != 1, and the curve would measure misalignment as well as tempo.)
 
 Frames are uint8 or float arrays ``[..., 3]`` (float in [0, 1]); audio is a mono float array.
 
@@ -97,37 +100,47 @@ def scale_brightness(frames, *, rate: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- tempo
-def change_tempo(audio, *, rate: float) -> np.ndarray:
-    """Mono ``audio`` played ``rate`` times faster at the same pitch, then cropped (rate < 1) or
-    looped (rate > 1) back to its original number of samples."""
+def change_tempo(audio, *, rate: float, anchor_sample: int | None = None) -> np.ndarray:
+    """Mono ``audio`` played ``rate`` times faster at the same pitch, anchored at sample
+    ``anchor_sample`` (default: the middle): what sounded there still does, and the stretched
+    music is cropped (rate < 1) or looped (rate > 1) around it back to the original number of
+    samples."""
     rate = _check_rate(rate)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise UsageError(f"audio must be a non-empty mono array, got shape {audio.shape}")
+    anchor = audio.size // 2 if anchor_sample is None else int(anchor_sample)
+    if not 0 <= anchor < audio.size:
+        raise UsageError(f"anchor sample {anchor} is outside the audio ({audio.size} samples)")
     if rate == 1.0:
         return audio.copy()
     import librosa
 
     stretched = librosa.effects.time_stretch(audio, rate=rate)
-    return fit_length(stretched, length=audio.size)
+    moved_anchor = round(anchor * stretched.size / audio.size)
+    return fit_length(stretched, length=audio.size, start=moved_anchor - anchor)
 
 
-def fit_length(signal: np.ndarray, *, length: int) -> np.ndarray:
-    """``signal`` cropped to ``length`` samples, or repeated from its start until it has them."""
+def fit_length(signal: np.ndarray, *, length: int, start: int = 0) -> np.ndarray:
+    """``length`` samples of ``signal`` from sample ``start`` on, the signal repeated (before and
+    after itself) where they fall outside it: ``out[i] = signal[(start + i) mod len(signal)]``."""
     if signal.size == 0:
         raise UsageError("cannot loop an empty signal")
-    repeats = -(-length // signal.size)
-    return np.tile(signal, repeats)[:length]
+    return np.take(signal, (start + np.arange(length)) % signal.size)
 
 
-def manipulate(attribute: str, media, *, rate: float) -> np.ndarray:
+def manipulate(attribute: str, media, *, rate: float,
+               anchor_sample: int | None = None) -> np.ndarray:
     """Apply one of :data:`ATTRIBUTES` (frames for brightness and hue, audio for tempo); rate 1
-    returns an unchanged copy."""
+    returns an unchanged copy. ``anchor_sample``: for tempo, the sample kept in place (see
+    :func:`change_tempo`)."""
     transforms = {"brightness": scale_brightness, "hue": shift_hue, "tempo": change_tempo}
     if attribute not in transforms:
         raise UsageError(f"attribute must be one of {ATTRIBUTES}, got {attribute!r}")
     if _check_rate(rate) == 1.0:
         return np.array(media, copy=True)
+    if attribute == "tempo":
+        return change_tempo(media, rate=rate, anchor_sample=anchor_sample)
     return transforms[attribute](media, rate=rate)
 
 
@@ -165,7 +178,7 @@ def manipulation_curve(run_dir, store_path, *, attribute: str, rates=DEFAULT_RAT
     stored = {m: embed(m, gather_windows(features, m, windows)) for m in (modality, other)}
     extractor = extractor or _store_extractor(store, modality)
     per_rate = _reextract_all(features, extractor, attribute=attribute, rates=list(rates),
-                              modality=modality, media_root=media_root)
+                              modality=modality, media_root=media_root, windows=windows)
 
     def score(query_emb) -> dict:
         pair = (query_emb, stored[other]) if modality == "video" else (stored[other], query_emb)
@@ -200,11 +213,19 @@ def _store_extractor(store, modality: str):
     return Extractor(**{f"{modality}_encoder": name}, clip=clip, modalities=(modality,))
 
 
+def window_centre_sample(bounds_s: np.ndarray, first: int, count: int, *, rate_hz: int) -> int:
+    """The sample of an item's decoded audio (which starts at its first clip) at the centre of
+    its evaluated window of ``count`` clips from clip ``first``."""
+    centre_s = (bounds_s[first, 0] + bounds_s[first + count - 1, 1]) / 2 - bounds_s[0, 0]
+    return int(round(centre_s * rate_hz))
+
+
 def _reextract_all(features, extractor, *, attribute: str, rates: list, modality: str,
-                   media_root) -> list[list[np.ndarray]]:
+                   media_root, windows) -> list[list[np.ndarray]]:
     """Per rate, the clip features of every item re-extracted with the attribute changed by that
     rate (each item decoded once, one item in memory at a time), rounded to float16 like the
-    store's."""
+    store's. A tempo change is anchored at the centre of the item's evaluated window (``windows``:
+    item index, first clip, clips, as :func:`mvpt.eval.track_windows`)."""
     from dataclasses import replace
     from pathlib import Path
 
@@ -212,16 +233,22 @@ def _reextract_all(features, extractor, *, attribute: str, rates: list, modality
     from mvpt.extract import Item, decode_item
 
     field = "frames" if modality == "video" else "wave"
+    spans = {int(i): (int(first), int(count)) for i, first, count in zip(*windows)}
     out = [[] for _ in rates]
-    for row, n_clips in zip(features.rows.itertuples(), features.n_clips):
+    for k, (row, n_clips) in enumerate(zip(features.rows.itertuples(), features.n_clips)):
         path = Path(media_root) / Path(row.source_path).name if media_root else row.source_path
         end = None if not np.isfinite(row.end_s) else float(row.end_s)
         dec = decode_item(Item(row.id, str(path), "query", float(row.start_s), end),
                           extractor.decode_spec())
         if dec.error:
             raise MediaError(path, dec.error.removeprefix(f"{path}: "))
+        anchor = None
+        if field == "wave" and k in spans:
+            anchor = min(len(dec.wave) - 1, window_centre_sample(
+                dec.bounds_s, *spans[k], rate_hz=extractor.decode_spec().audio_rate_hz))
         for sequences, rate in zip(out, rates):
-            changed = replace(dec, **{field: manipulate(attribute, getattr(dec, field), rate=rate)})
+            changed = replace(dec, **{field: manipulate(attribute, getattr(dec, field), rate=rate,
+                                                        anchor_sample=anchor)})
             result = extractor.encode(changed)
             if result.status != "done":
                 raise MediaError(path, result.error or "re-extraction failed")

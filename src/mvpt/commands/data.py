@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
 def _add_movieclips(sub) -> None:
     p = sub.add_parser("movieclips", help="find music regions in films -> manifest",
                        description="Detect regions of music (appendix A.2) and write a manifest "
-                       "id,path,start_s,end_s; failures go to failed.csv beside it.")
+                       "id,path,group,split,start_s,end_s (group: the film; all regions of a film "
+                       "share its split); failures go to failed.csv beside it.")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--out", required=True, metavar="MANIFEST", help="manifest CSV to write")
     p.add_argument("--tagger", default="yamnet", choices=["yamnet", "panns"])
@@ -60,7 +61,8 @@ def _add_yt8m(sub) -> None:
     p = sub.add_parser("yt8m", help="select YouTube-8M music videos -> manifest",
                        description="Select videos by label name from YouTube-8M video-level "
                        "TFRecords (or a list of ids), resolve them to local media, write a "
-                       "manifest id,path,split and MANIFEST_status.csv.")
+                       "manifest id,path,group,split (group: the YouTube video, which decides "
+                       "the split) and MANIFEST_status.csv.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--records", nargs="+", metavar="TFRECORD", help="files or globs")
     src.add_argument("--ids", metavar="FILE", help="ids, one per line")

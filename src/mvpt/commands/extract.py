@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
         "with their reason and goes on. Exit 0 unless every attempted item failed.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="media files, folders, or manifest CSVs (id,path[,split][,start_s,end_s])")
+                   help="media files, folders, or manifest CSVs "
+                   "(id,path[,group][,split][,start_s,end_s]; a group shares one split)")
     p.add_argument("--out", required=True, metavar="STORE", help="feature store folder")
     p.add_argument("--video-encoder", default=None, help="frame encoder name (see `mvpt encoders`)")
     p.add_argument("--audio-encoder", default=None, help="audio encoder name")

@@ -41,6 +41,7 @@ import numpy as np
 
 from mvpt.errors import EncoderError, MvptError, UsageError
 from mvpt.fileio import atomic_path
+from mvpt.splits import stable_split
 
 MUSIC_FIRST, MUSIC_LAST = 132, 276  # "Music" .. "Scary music" in YAMNet order
 VOCAL_FIRST, VOCAL_LAST = 24, 31  # "Singing" .. "Rapping"
@@ -284,7 +285,27 @@ def write_csv(path: Path, fields: list[str], rows: Iterable[dict]) -> None:
         writer.writerows(rows)
 
 
-MANIFEST_FIELDS = ["id", "path", "start_s", "end_s"]
+MANIFEST_FIELDS = ["id", "path", "group", "split", "start_s", "end_s"]
+
+
+def film_group(video: str | Path) -> str:
+    """The group of a film's regions: its file name without the suffix (the ids' prefix)."""
+    return Path(video).stem
+
+
+def region_rows(video: str | Path, found: list[tuple[float, float]]) -> list[dict]:
+    """Manifest rows of one film's regions: ids ``<stem>_<k>``, ``group`` the film, and one
+    ``split`` for all of them (hashed from the group)."""
+    group = film_group(video)
+    return [{"id": f"{group}_{k:03d}", "path": str(video), "group": group,
+             "split": stable_split(f"{group}_{k:03d}", group), "start_s": f"{a:.3f}",
+             "end_s": f"{b:.3f}"} for k, (a, b) in enumerate(found)]
+
+
+def _grouped(row: dict) -> dict:
+    """A manifest row read back, with the group and split that older manifests lack."""
+    group = row.get("group") or film_group(row["path"])
+    return {**row, "group": group, "split": row.get("split") or stable_split(row["id"], group)}
 
 
 @dataclass
@@ -302,14 +323,16 @@ class RegionSummary:
 def find_music_regions(videos: Iterable[str | Path], manifest: str | Path, *,
                        tagger: Tagger | None = None,
                        params: RegionParams = RegionParams()) -> RegionSummary:
-    """Append the music regions of each video to ``manifest`` (``id,path,start_s,end_s``, ids
-    ``<stem>_<k>``), rewritten atomically after each file. Files already scanned (listed in
+    """Append the music regions of each video to ``manifest`` (``id,path,group,split,start_s,
+    end_s``: ids ``<stem>_<k>``, group the film, a split per film, :func:`region_rows`),
+    rewritten atomically after each file. Files already scanned (listed in
     ``<manifest stem>_scanned.csv`` beside it) are skipped; failures go to ``failed.csv`` beside it and the batch
     goes on."""
     manifest = Path(manifest)
     scanned_path = manifest.with_name(f"{manifest.stem}_scanned.csv")
     failed_path = manifest.parent / "failed.csv"
     rows, scanned, failed = _read_csv(manifest), _read_csv(scanned_path), _read_csv(failed_path)
+    rows = [_grouped(r) for r in rows]
     done = {r["path"] for r in scanned}
     videos = [str(Path(v).resolve()) for v in videos]
     todo = [v for v in videos if v not in done]
@@ -322,9 +345,7 @@ def find_music_regions(videos: Iterable[str | Path], manifest: str | Path, *,
             failed.append({"path": video, "reason": str(exc).replace("\n", " ")})
             write_csv(failed_path, ["path", "reason"], failed)
             continue
-        stem = Path(video).stem
-        rows += [{"id": f"{stem}_{k:03d}", "path": video, "start_s": f"{a:.3f}",
-                  "end_s": f"{b:.3f}"} for k, (a, b) in enumerate(found)]
+        rows += region_rows(video, found)
         scanned.append({"path": video, "regions": len(found)})
         write_csv(manifest, MANIFEST_FIELDS, rows)
         write_csv(scanned_path, ["path", "regions"], scanned)

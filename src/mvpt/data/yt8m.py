@@ -14,7 +14,10 @@ Getting the media is pluggable (:class:`Downloader`): :class:`LocalFolderSource`
 ``<youtube_id>.*`` in a folder; :class:`YtDlpDownloader` uses ``yt-dlp`` (imported only when used;
 not exercised by the tests, UNTESTED), and can also take a channel or playlist URL.
 
-Outputs: ``MANIFEST`` (``id,path,split``, available videos only, ready for ``mvpt extract``) and
+Splits are by video: an item's ``group`` is its YouTube id (the pseudo-id when there is none) and
+its ``split`` is hashed from the group, so ids that resolve to one video share a split.
+
+Outputs: ``MANIFEST`` (``id,path,group,split``, available videos only, ready for ``mvpt extract``) and
 ``<MANIFEST stem>_status.csv`` beside it (every selected id with ``status`` ok / missing /
 unavailable and a ``reason``). A rerun skips ids already ``ok`` or ``unavailable``; ``missing``
 ids are tried again.
@@ -34,7 +37,7 @@ from mvpt.errors import MvptError, UsageError
 from mvpt.splits import stable_split
 
 DEFAULT_LABEL = "Music video"
-STATUS_FIELDS = ["id", "youtube_id", "split", "path", "status", "reason"]
+STATUS_FIELDS = ["id", "youtube_id", "group", "split", "path", "status", "reason"]
 RESOLVED = ("ok", "unavailable")
 
 
@@ -321,7 +324,14 @@ def _read_status(path: Path) -> dict[str, dict]:
     if not path.is_file():
         return {}
     with path.open(newline="", encoding="utf-8") as fh:
-        return {r["id"]: r for r in csv.DictReader(fh)}
+        return {r["id"]: _by_video(r) for r in csv.DictReader(fh)}
+
+
+def _by_video(row: dict) -> dict:
+    """The row with ``group`` = its video (YouTube id, else its own id) and the split hashed from
+    it (also for status tables written before groups)."""
+    group = row.get("youtube_id") or row["id"]
+    return {**row, "group": group, "split": stable_split(row["id"], group)}
 
 
 def build_manifest(ids: Iterable[str], manifest: str | Path, *, downloader: Downloader,
@@ -343,11 +353,12 @@ def build_manifest(ids: Iterable[str], manifest: str | Path, *, downloader: Down
                 got = downloader.fetch(youtube_id)
             except (MvptError, OSError) as exc:
                 got = FetchResult("missing", reason=str(exc).replace("\n", " "))
-        status[item_id] = {"id": item_id, "youtube_id": youtube_id, "split": stable_split(item_id),
-                           "path": got.path, "status": got.status, "reason": got.reason}
+        status[item_id] = _by_video({"id": item_id, "youtube_id": youtube_id, "path": got.path,
+                                     "status": got.status, "reason": got.reason})
         write_csv(spath, STATUS_FIELDS, status.values())
     write_csv(spath, STATUS_FIELDS, status.values())
-    write_csv(manifest, ["id", "path", "split"], [r for r in status.values() if r["status"] == "ok"])
+    write_csv(manifest, ["id", "path", "group", "split"],
+              [r for r in status.values() if r["status"] == "ok"])
     counts: dict[str, int] = {}
     for r in status.values():
         counts[r["status"]] = counts.get(r["status"], 0) + 1
