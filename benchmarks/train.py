@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fixtures
 import numpy as np
 import torch
 from common import matmul_flops
@@ -34,8 +35,9 @@ from mvpt.train import (
     contrastive_backward,
     epoch_plan,
     gather_batch,
-    make_synthetic_store,
 )
+
+from tests.fixtures.stores import make_synthetic_store
 
 
 def batches(features, *, batch_size: int, steps: int, max_clips: int, device):

@@ -21,13 +21,13 @@ from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
 from mvpt.store import FeatureStore
+from tests.fixtures.stores import make_constant_store, make_synthetic_store
 from mvpt.train import (
     Batch,
     contrastive_backward,
     epoch_plan,
     gather_batch,
     lr_factor,
-    make_synthetic_store,
     sample_windows,
     train,
 )
@@ -173,6 +173,55 @@ def test_mvpt_learns_synthetic_correspondence(store_path, tmp_path):
     video = embed_sequences(loaded, "video", [val.item(i, "video") for i in range(len(val))])
     top1 = (video @ music.T).argmax(1) == np.arange(len(val))
     assert top1.mean() == pytest.approx(final["val_video_to_music_R@1"])
+
+
+def test_window_length_is_no_cue_for_the_loss(tmp_path, rng):
+    """Features that carry nothing but their length (every clip the same constant vector, tracks
+    of 5 to 40 clips): no model can tell the pairs of a batch apart, so the loss must stay at
+    log(batch) after 50 steps. A window length per track (the sampler before issue 10) let the
+    model match video and music by length alone."""
+    make_constant_store(tmp_path / "store", n_clips=rng.integers(5, 41, size=320).tolist())
+    train(tmp_path / "store", tmp_path / "run", model="mvpt", model_overrides=TINY_MVPT,
+          epochs=5, batch_size=32, lr=3e-3, progress=False)
+    lines = metric_lines(tmp_path / "run")
+    assert lines[-1]["step"] == 50
+    assert lines[-1]["loss"] == pytest.approx(np.log(32), rel=0.02)
+
+
+def interrupted_after(epoch: int, monkeypatch):
+    """Make training stop (as if killed) right after ``epoch``'s checkpoint is written."""
+    import mvpt.train as train_module
+
+    end_epoch = train_module._end_epoch
+
+    def end_then_stop(run, **kwargs):
+        end_epoch(run, **kwargs)
+        if kwargs["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_end_epoch", end_then_stop)
+
+
+def test_resume_with_more_epochs_keeps_the_learning_rate_schedule(store_path, tmp_path,
+                                                                  monkeypatch):
+    """A 4-epoch run stopped after epoch 2 and resumed with --epochs 6 trains epochs 3 and 4
+    exactly as the uninterrupted 4-epoch run (same learning rates, so the same losses); epochs
+    5 and 6 are a warm restart: a new cosine from the peak learning rate to 0."""
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 32,
+              "lr": 1e-2, "progress": False}
+    train(store_path, tmp_path / "whole", epochs=4, **kwargs)
+    with monkeypatch.context() as patch:
+        interrupted_after(2, patch)
+        with pytest.raises(KeyboardInterrupt):
+            train(store_path, tmp_path / "resumed", epochs=4, **kwargs)
+    train(store_path, tmp_path / "resumed", epochs=6, resume=True, **kwargs)
+    whole, resumed = metric_lines(tmp_path / "whole"), metric_lines(tmp_path / "resumed")
+    assert [m["loss"] for m in resumed[:4]] == [m["loss"] for m in whole]
+    assert [m["lr"] for m in resumed[:3]] == [m["lr"] for m in whole[:3]]
+    assert whole[3]["lr"] == 0.0  # the 4-epoch cosine ends at 0 ...
+    # ... then the restart: the lr after epoch 4 is the peak again, after epoch 5 half of it
+    assert resumed[3]["lr"] == pytest.approx(1e-2) and resumed[4]["lr"] == pytest.approx(5e-3)
+    assert resumed[5]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("model", ["mlp", "linear"])

@@ -67,7 +67,7 @@ from mvpt.models.checkpoint import (
 from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
-from mvpt.store import Features, FeatureStore, ItemResult
+from mvpt.store import Features, FeatureStore
 
 log = logging.getLogger("mvpt.train")
 MODALITY_ARRAYS = ("video", "audio")
@@ -625,37 +625,3 @@ def _summary(run: _Run) -> dict:
         "n_train": len(run.train), "n_val": len(run.val) if run.val is not None else 0,
         "best": run.best, "final": run.history[-1] if run.history else {},
     }
-
-
-# ---------------------------------------------------------------------------- synthetic data
-def make_synthetic_store(path, *, n_train: int = 256, n_val: int = 64, n_test: int = 0,
-                         video_dim: int = 32, audio_dim: int = 24, clips_range=(12, 40),
-                         n_factors: int = 8, noise: float = 0.5, seed: int = 0) -> FeatureStore:
-    """A feature store of random clip features for tests, demos and benchmarks. Per track a
-    hidden AR(1) sequence z_t (smooth in time) gives video_t = z_t V + noise and
-    audio_t = z_t A + (z_t - z_{t-1}) D + noise: music follows the picture clip by clip, and part
-    of it depends on the change between clips, which a mean over clips cannot see."""
-    rng = np.random.default_rng(seed)
-    maps = {name: rng.normal(size=(n_factors, dim)) / math.sqrt(n_factors)
-            for name, dim in (("V", video_dim), ("A", audio_dim), ("D", audio_dim))}
-    manifest = {"clip_s": 1.0, "max_clips": 30, "frames_per_clip": 1, "synthetic": True,
-                "encoders": {m: {"name": f"synthetic-{m}", "version": "1", "dim": d,
-                                 "modality": m, "extras": {}}
-                             for m, d in (("video", video_dim), ("audio", audio_dim))}}
-    store = FeatureStore.create(path, manifest)
-    results = []
-    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
-    for i, split in enumerate(splits):
-        n = int(rng.integers(clips_range[0], clips_range[1] + 1))
-        z = np.empty((n, n_factors))
-        z[0] = rng.normal(size=n_factors)
-        for t in range(1, n):
-            z[t] = 0.8 * z[t - 1] + 0.6 * rng.normal(size=n_factors)
-        dz = np.diff(z, axis=0, prepend=z[:1])
-        video = z @ maps["V"] + noise * rng.normal(size=(n, video_dim))
-        audio = z @ maps["A"] + 2.0 * dz @ maps["D"] + noise * rng.normal(size=(n, audio_dim))
-        results.append(ItemResult(id=f"synth-{i:05d}", source_path=f"synthetic://{i}",
-                                  split=split, status="done", duration_s=float(n), end_s=float(n),
-                                  arrays={"video": video, "audio": audio}))
-    store.write_shard(results)
-    return store
