@@ -48,7 +48,10 @@ def one_thread(monkeypatch):
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("synthetic") / "store"
-    make_synthetic_store(path, n_train=192, n_val=64, video_dim=12, audio_dim=10, seed=1)
+    # Tracks of at least K = 30 clips: a batch's shared window length is capped by its shortest
+    # track, so shorter tracks would shorten every training window.
+    make_synthetic_store(path, n_train=192, n_val=64, video_dim=12, audio_dim=10, seed=1,
+                         clips_range=(30, 40), shard_size=100)
     return path
 
 
@@ -82,6 +85,28 @@ def test_epoch_plan_is_seeded_and_drops_the_partial_batch():
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], c[0])
     assert len(a[0]) == 96 and len(set(a[0])) == 96
+
+
+@pytest.mark.parametrize("policy", ["per-batch", "fixed"])
+def test_a_batch_shares_one_window_length(policy):
+    """Every window of a batch has the same length: drawn per batch in [10, 30] (or 30 when
+    fixed), capped by the batch's shortest track; positions stay random per track."""
+    n_clips = np.random.default_rng(3).integers(8, 60, size=640)
+    tracks, starts, lengths = epoch_plan(640, seed=0, epoch=1, batch_size=32, min_clips=10,
+                                         max_clips=30, n_clips=n_clips, policy=policy)
+    per_batch = lengths.reshape(20, 32)
+    assert np.all(per_batch == per_batch[:, :1])
+    shortest = n_clips[tracks].reshape(20, 32).min(1)
+    drawn_cap = 30 if policy == "fixed" else per_batch[:, 0]
+    assert np.all(per_batch[:, 0] == np.minimum(drawn_cap, shortest))
+    assert np.all(starts >= 0) and np.all(starts + lengths <= n_clips[tracks])
+    assert len(set(starts.tolist())) > 20
+    long = epoch_plan(640, seed=0, epoch=1, batch_size=32, min_clips=10, max_clips=30,
+                      n_clips=np.full(640, 45), policy=policy)[2].reshape(20, 32)[:, 0]
+    if policy == "fixed":
+        assert set(long.tolist()) == {30}
+    else:
+        assert long.min() >= 10 and long.max() <= 30 and len(set(long.tolist())) > 8
 
 
 def test_gather_batch_reads_aligned_windows(store_path):
@@ -175,17 +200,22 @@ def test_mvpt_learns_synthetic_correspondence(store_path, tmp_path):
     assert top1.mean() == pytest.approx(final["val_video_to_music_R@1"])
 
 
-def test_window_length_is_no_cue_for_the_loss(tmp_path, rng):
+@pytest.mark.parametrize("policy, cue", [("per-batch", False), ("fixed", False),
+                                         ("per-track", True)])
+def test_window_length_is_no_cue_for_the_loss(policy, cue, tmp_path, rng):
     """Features that carry nothing but their length (every clip the same constant vector, tracks
     of 5 to 40 clips): no model can tell the pairs of a batch apart, so the loss must stay at
-    log(batch) after 50 steps. A window length per track (the sampler before issue 10) let the
-    model match video and music by length alone."""
+    log(batch) after 50 steps. A window length per track (the sampler before issue 10, kept as
+    "per-track") lets the model match video and music by length alone: its loss drops."""
     make_constant_store(tmp_path / "store", n_clips=rng.integers(5, 41, size=320).tolist())
     train(tmp_path / "store", tmp_path / "run", model="mvpt", model_overrides=TINY_MVPT,
-          epochs=5, batch_size=32, lr=3e-3, progress=False)
+          epochs=5, batch_size=32, lr=3e-3, progress=False, window_policy=policy)
     lines = metric_lines(tmp_path / "run")
     assert lines[-1]["step"] == 50
-    assert lines[-1]["loss"] == pytest.approx(np.log(32), rel=0.02)
+    stays = lines[-1]["loss"] == pytest.approx(np.log(32), rel=0.02)
+    assert stays != cue, lines[-1]["loss"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["run_config"]["window_policy"] == policy
 
 
 def interrupted_after(epoch: int, monkeypatch):
@@ -312,22 +342,17 @@ def comparable(lines: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(store_path, tmp_path):
-    """SIGKILL after the first epoch's checkpoint, then --resume: every epoch's loss and
-    validation metrics, and the final weights, equal those of an uninterrupted run exactly
-    (tolerance 0: CPU, one thread, windows and dropout seeded per epoch; dropout is on)."""
+    """SIGKILL mid-run (after the first epoch's checkpoint, certainly before the last), then
+    --resume: every epoch's loss and validation metrics, and the final weights, equal those of an
+    uninterrupted run exactly (tolerance 0: CPU, one thread, windows and dropout seeded per
+    epoch; dropout is on)."""
     config = tiny_config_file(tmp_path, dropout=0.1)
-    epochs = ["--epochs", "4"]
+    epochs = ["--epochs", "3"]
     whole = subprocess.Popen(cli_command(store_path, tmp_path / "whole", config, *epochs),
                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    killed = subprocess.Popen(cli_command(store_path, tmp_path / "killed", config, *epochs),
-                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "last.pt"
-    while not last.exists() and killed.poll() is None:
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait() == -signal.SIGKILL
-    epoch_at_kill = read_checkpoint(last)["epoch"]
-    assert 1 <= epoch_at_kill < 4
+    epoch_at_kill = kill_after_first_checkpoint(
+        cli_command(store_path, tmp_path / "killed", config, *epochs), tmp_path / "killed")
+    assert 1 <= epoch_at_kill < 3
     resumed = subprocess.run(cli_command(store_path, tmp_path / "killed", config, *epochs,
                                          "--resume", "--json"),
                              env=ENV, capture_output=True, text=True, timeout=300, check=False)
@@ -338,6 +363,24 @@ def test_killed_run_resumes_to_the_same_result(store_path, tmp_path):
         metric_lines(tmp_path / "whole"))
     a, b = (read_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in ("killed", "whole"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def kill_after_first_checkpoint(command: list[str], run_dir: Path) -> int:
+    """Start ``command``, freeze it (SIGSTOP) as soon as last.pt exists, check that it had not
+    finished, then SIGKILL it; returns the epoch of the checkpoint it left."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    last = run_dir / "last.pt"
+    try:
+        while not last.exists() and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGSTOP)  # a stopped process can neither finish nor write
+        assert process.poll() is None, "the run ended before it could be killed"
+        epoch = read_checkpoint(last)["epoch"]
+    finally:
+        process.kill()
+    assert process.wait() == -signal.SIGKILL
+    return epoch
 
 
 @pytest.mark.slow
