@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
 from mvpt.store import FeatureStore
+from mvpt.streaming import ShardedFeatures, prefetch
 from tests.fixtures.stores import make_constant_store, make_synthetic_store
 from mvpt.train import (
     Batch,
@@ -118,6 +120,48 @@ def test_gather_batch_reads_aligned_windows(store_path):
     np.testing.assert_array_equal(batch.audio[0, :5].numpy(), features.item(3, "audio")[2:7])
     np.testing.assert_array_equal(batch.video[1].numpy(), features.item(0, "video")[:12])
     assert float(batch.video[0, 5:].abs().sum()) == 0.0
+
+
+def test_streamed_windows_equal_the_in_memory_copy(store_path):
+    """Windows read from the memory-mapped shards (3 of them) are those of the in-memory split,
+    bit for bit, in the same item order."""
+    store = FeatureStore.open(store_path)
+    memory = store.load(split="train", arrays=("video", "audio"))
+    streamed = ShardedFeatures(store, split="train", arrays=("video", "audio"))
+    assert len(store.shard_dirs()) == 3 and streamed.ids == memory.ids
+    np.testing.assert_array_equal(streamed.n_clips, memory.n_clips)
+    for i in (0, 99, 100, 191):
+        np.testing.assert_array_equal(streamed.item(i, "audio"), memory.item(i, "audio"))
+    plan = epoch_plan(len(memory), seed=0, epoch=1, batch_size=64, min_clips=10, max_clips=30,
+                      n_clips=memory.n_clips, policy="per-track")
+    for lo in (0, 64):
+        part = [x[lo:lo + 64] for x in plan]
+        a, b = gather_batch(memory, *part), gather_batch(streamed, *part)
+        assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+        assert torch.equal(a.mask, b.mask) and not bool(a.mask.all())
+
+
+def test_prefetch_keeps_order_raises_errors_and_stops_early():
+    assert list(prefetch(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise ModelError("shard-00002: unreadable")
+
+    with pytest.raises(ModelError, match="shard-00002: unreadable"):
+        list(prefetch(failing()))
+    produced = []
+
+    def counting():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    items = prefetch(counting(), depth=2)
+    assert next(items) == 0
+    items.close()
+    assert len(produced) <= 5
+    assert not any(t.name == "mvpt-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
 def test_lr_schedule_warms_up_then_anneals():
@@ -252,6 +296,22 @@ def test_resume_with_more_epochs_keeps_the_learning_rate_schedule(store_path, tm
     # ... then the restart: the lr after epoch 4 is the peak again, after epoch 5 half of it
     assert resumed[3]["lr"] == pytest.approx(1e-2) and resumed[4]["lr"] == pytest.approx(5e-3)
     assert resumed[5]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_streaming_training_equals_in_memory_training(store_path, tmp_path, monkeypatch):
+    """Training that reads every batch from the shards (never loading a split: FeatureStore.load
+    is disabled) gives the same losses, metrics and weights as training on the in-memory copy."""
+    kwargs = {"model": tiny_config_file(tmp_path, dropout=0.1), "epochs": 2, "batch_size": 32,
+              "progress": False}
+    train(store_path, tmp_path / "memory", in_memory=True, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(FeatureStore, "load", lambda *a, **k: pytest.fail("a split was loaded"))
+        train(store_path, tmp_path / "streamed", **kwargs)
+    assert comparable(metric_lines(tmp_path / "streamed")) == comparable(
+        metric_lines(tmp_path / "memory"))
+    a, b = (read_checkpoint(tmp_path / r / "last.pt")["model_state"]
+            for r in ("streamed", "memory"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("model", ["mlp", "linear"])

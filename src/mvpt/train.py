@@ -1,14 +1,34 @@
 """Train a model of :mod:`mvpt.models` on a feature store: ``mvpt train STORE --out RUN``.
 
 A track (a video with its soundtrack) is one example. Each epoch draws, with a generator seeded by
-(seed, epoch), one time-aligned window per track for both modalities: its length uniform between
-``min_clips`` (10) and K (``max_clips`` of the model, 30) clips, at a random position; a track
-shorter than the drawn length is used whole. Loss: symmetric InfoNCE over the whole global batch
-(2048: every other track of the batch is a negative) with a learnable temperature; AdamW; cosine
-annealing from ``lr`` (1e-3) per step after an optional linear warm-up. Validation each epoch:
-track-level retrieval on the ``val`` split with centred windows; ``best.pt`` keeps the best mean
-R@10 (ties: mean R@1), ``last.pt`` everything needed to resume exactly (model, optimizer,
-scheduler, scaler, epoch, RNG states). ``metrics.jsonl`` has one JSON object per epoch.
+(seed, epoch), the track order and one time-aligned window per track for both modalities, at a
+random position in the track. Window lengths follow ``window_policy``:
+
+* ``per-batch`` (default): one length per batch, uniform between ``min_clips`` (10) and K
+  (``max_clips`` of the model, 30) clips, shared by every track of the batch;
+* ``fixed``: always K clips;
+* ``per-track``: a length per track (the sampler before issue 10, kept so that runs started with
+  it resume exactly). Inside a batch a window's length then tells its pair apart from the others
+  (up to ln(B / tracks per length) nats of loss), a cue that real queries do not carry.
+
+In both shared policies the length is capped by the shortest track of the batch, so that all
+windows of a batch have the same length and no padding is needed: length is no cue at all. The
+price: a store with tracks shorter than K trains on shorter windows (``window_clips`` in
+``metrics.jsonl`` is the epoch's mean); tracks of at least K clips never shorten a batch.
+
+Loss: symmetric InfoNCE over the whole global batch (2048: every other track of the batch is a
+negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` (1e-3) per step
+after an optional linear warm-up. ``--resume`` with more epochs keeps the schedule planned so far
+(no jump of the learning rate mid-run) and appends a warm restart: a second cosine, from the peak,
+over the added steps (:class:`CosineCycles`). Validation each epoch: track-level retrieval on the
+``val`` split with centred windows; ``best.pt`` keeps the best mean R@10 (ties: mean R@1),
+``last.pt`` everything needed to resume exactly (model, optimizer, scheduler, scaler, epoch, RNG
+states). ``metrics.jsonl`` has one JSON object per epoch.
+
+Batches are read straight from the store's memory-mapped shards (:mod:`mvpt.streaming`; no copy
+of a whole split, so memory does not grow with the store) by a background thread that prepares
+the next batches while the current one trains; ``in_memory`` copies the splits into memory first.
+Both give the same windows, bit for bit.
 
 Big batches never use plain gradient accumulation, which would shrink the set of negatives:
 ``chunk_size`` turns on cached embeddings (GradCache): embeddings of the whole local batch are
@@ -24,8 +44,8 @@ Commands (``-m mvpt.cli`` is the ``mvpt`` command under torchrun)::
     mvpt train STORE --out RUN
     # one GPU
     mvpt train STORE --out RUN --device cuda
-    # several GPUs on one machine (NCCL), global batch 2048 split over 8 processes
-    torchrun --standalone --nproc_per_node 8 -m mvpt.cli train STORE --out RUN
+    # several GPUs on one machine (NCCL): the paper's global batch of 2048, 256 per GPU
+    torchrun --standalone --nproc_per_node 8 -m mvpt.cli train STORE --out RUN --batch-size 2048
     # several processes on one CPU machine (gloo)
     torchrun --standalone --nproc_per_node 2 -m mvpt.cli train STORE --out RUN --device cpu
     # several machines (run on each; HOST:PORT is one of them)
@@ -35,6 +55,14 @@ Commands (``-m mvpt.cli`` is the ``mvpt`` command under torchrun)::
     mvpt train STORE --out RUN --chunk-size 256
     # continue a killed run exactly where its last checkpoint left it
     mvpt train STORE --out RUN --resume
+
+Batch arithmetic under torchrun: ``--batch-size`` is always the global batch B, all processes
+together (rounded down to a multiple of the W processes); each process holds B / W tracks, and
+the loss is taken over all B (embeddings all-gathered), so the negatives do not depend on W. For
+the paper's 2048: 8 GPUs hold 256 tracks each, 2 machines of 8 GPUs 128 each. A process that
+cannot fit its B / W tracks in one pass adds ``--chunk-size C``: ceil(B / W / C) forward passes
+with gradients per step (e.g. 8 GPUs, ``--chunk-size 64``: 4 chunks of 64), same loss and
+gradient. Steps per epoch are n_train // B whatever W is.
 """
 
 from __future__ import annotations
