@@ -361,6 +361,25 @@ def test_run_folder_is_never_overwritten_and_resume_keeps_settings(store_path, t
     assert result["resumed_from_epoch"] == 1 and [m["epoch"] for m in metric_lines(run)] == [1, 2]
 
 
+def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, tmp_path):
+    """A last.pt written before issue 10 (no window_policy, the schedule a plain function) was
+    trained with a length per track: resuming needs --window-policy per-track, and its 2-epoch
+    cosine is followed by a warm restart over the 2 added epochs."""
+    run = tmp_path / "run"
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 64,
+              "lr": 1e-2, "progress": False}
+    train(store_path, run, epochs=2, window_policy="per-track", **kwargs)
+    ckpt = read_checkpoint(run / "last.pt")
+    del ckpt["run_config"]["window_policy"]
+    ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]
+    torch.save(ckpt, run / "last.pt")
+    with pytest.raises(UsageError, match=r"window_policy='per-batch' \(run: 'per-track'\)"):
+        train(store_path, run, epochs=4, resume=True, **kwargs)
+    train(store_path, run, epochs=4, resume=True, window_policy="per-track", **kwargs)
+    lrs = [m["lr"] for m in metric_lines(run)]
+    assert lrs[1] == 0.0 and lrs[2] == pytest.approx(5e-3) and lrs[3] == pytest.approx(0.0)
+
+
 def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):
     run = tmp_path / "run"
     train(store_path, run, model="linear", progress=False)
@@ -380,9 +399,11 @@ def test_cli_train_and_models(store_path, tmp_path, capsys):
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["linear", "mlp", "mvpt"]
     run = str(tmp_path / "run")
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear",
-                     "--no-progress", "--json"]) == 0
+                     "--window-policy", "fixed", "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "linear" and summary["best"]["epoch"] == 1
+    config = json.loads(Path(run, "config.json").read_text())
+    assert config["run_config"]["window_policy"] == "fixed"
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear"]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert cli_main(["train", str(tmp_path / "nowhere"), "--out", run + "2"]) == 1

@@ -72,7 +72,7 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -640,10 +640,11 @@ def _train_epochs(run: _Run, *, progress: bool) -> None:
                           min_clips=c.min_clips, max_clips=run.model.config.max_clips,
                           n_clips=run.train.n_clips, policy=c.window_policy)
         losses = []
-        for batch in prefetch(_local_batches(run, *plan)):
-            losses.append(_optimizer_step(run, batch.to(ctx.device)))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R10=_last_score(run))
+        with closing(prefetch(_local_batches(run, *plan))) as batches:  # stops it on errors
+            for batch in batches:
+                losses.append(_optimizer_step(run, batch.to(ctx.device)))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R10=_last_score(run))
         _end_epoch(run, epoch=epoch, loss=float(np.mean(losses)),
                    seconds=time.perf_counter() - started, window_clips=float(plan[2].mean()))
         bar.set_postfix(loss=f"{run.history[-1]['loss']:.3f}", val_R10=_last_score(run))
