@@ -196,13 +196,15 @@ def gather_batch(features: Features | ShardedFeatures, tracks: np.ndarray, start
     features in memory or read from the store's shards (same values)."""
     rows, mask = window_rows(starts, lengths)
     keep = torch.from_numpy(mask)
+    padded = not mask.all()  # (windows of one length, as the shared policies give: no padding)
     out = []
     for name in MODALITY_ARRAYS:
         if isinstance(features, ShardedFeatures):
             clips = features.windows(name, tracks, rows)
         else:
             clips = features.arrays[name][features.offsets[tracks][:, None] + rows]
-        out.append(torch.from_numpy(clips).float() * keep[..., None])
+        x = torch.from_numpy(clips).float()
+        out.append(x * keep[..., None] if padded else x)
     return Batch(out[0], out[1], keep)
 
 
