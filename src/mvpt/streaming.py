@@ -32,8 +32,8 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
 
 
 def window_rows(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clip indices inside each track of the windows [start, start + length): ([B, L] with
-    L = the longest window, past a window's end its last clip repeated; mask [B, L], True = clip)."""
+    """Clip indices inside each track of the windows [start, start + length): [B, L] with L the
+    longest window (past a window's end, its last clip repeated), and mask [B, L] (True = clip)."""
     positions = np.arange(int(lengths.max()))
     mask = positions[None, :] < lengths[:, None]
     rows = starts[:, None] + np.minimum(positions[None, :], lengths[:, None] - 1)
