@@ -9,7 +9,7 @@ Part 1 (exact latency): libraries of ``--tracks`` tracks of ``--windows-per-trac
 each, random unit vectors (latency does not depend on what the vectors hold for a flat index).
 Part 2 (approximate): ``--windows`` vectors shaped like real ones: windows (10 clips every 5) of
 synthetic tracks (a smooth AR(1) hidden sequence -> clip features, as in
-``mvpt.train.make_synthetic_store``) encoded by an MVPt audio tower (random init, or the run given
+``tests/fixtures/stores.py``) encoded by an MVPt audio tower (random init, or the run given
 with ``--run``), each repeated ``--copies`` times with Gaussian noise whose norm equals the median
 distance between neighbouring windows of a track, so near-duplicates do not make recall trivial;
 queries are fresh noisy copies. recall@10 = |approximate top 10 windows & exact top 10| / 10.

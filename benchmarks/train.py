@@ -1,11 +1,12 @@
 """Training throughput (tracks/s) and achieved FLOP/s of a model, beside a plain matmul.
 
 One training step = forward and backward of both branches over a batch of time-aligned windows
-(10 to 30 clips) + the InfoNCE loss + an AdamW step. FLOPs of one forward+backward are counted
-with torch.utils.flop_counter.FlopCounterMode (matmuls and attention); achieved FLOP/s is that
-count over the measured step time, printed beside the FLOP/s of a float32 1024x1024 matmul
-measured in the same run, and their ratio. With --chunk-size the same batch also runs through
-cached embeddings (GradCache: one extra forward pass), and the ratio of the two is printed.
+(one length per batch, 10 to 30 clips, as training draws them) + the InfoNCE loss + an AdamW
+step. FLOPs of one forward+backward are counted with torch.utils.flop_counter.FlopCounterMode
+(matmuls and attention); achieved FLOP/s is that count over the measured step time, printed
+beside the FLOP/s of a float32 1024x1024 matmul measured in the same run, and their ratio. With
+--chunk-size the same batch also runs through cached embeddings (GradCache: one extra forward
+pass), and the ratio of the two is printed. Memory and streaming: benchmarks/train_memory.py.
 
     PYTHONPATH=src python3 benchmarks/train.py                          # MVPt, 1280/1024-d inputs
     PYTHONPATH=src python3 benchmarks/train.py --model mlp --batch-size 512
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fixtures
 import numpy as np
 import torch
 from common import matmul_flops
@@ -34,12 +36,14 @@ from mvpt.train import (
     contrastive_backward,
     epoch_plan,
     gather_batch,
-    make_synthetic_store,
 )
+
+from tests.fixtures.stores import make_synthetic_store
 
 
 def batches(features, *, batch_size: int, steps: int, max_clips: int, device):
-    """``steps`` batches of the synthetic training split, windows of 10 to ``max_clips`` clips."""
+    """``steps`` batches of the synthetic training split, windows of 10 to ``max_clips`` clips
+    (one length per batch)."""
     tracks, starts, lengths = epoch_plan(len(features), seed=0, epoch=1, batch_size=batch_size,
                                          min_clips=10, max_clips=max_clips,
                                          n_clips=features.n_clips)
@@ -87,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         make_synthetic_store(Path(tmp) / "store", n_train=args.tracks, n_val=0,
                              video_dim=args.video_dim, audio_dim=args.audio_dim,
-                             clips_range=(20, 40))
+                             clips_range=(30, 40))  # never shorter than a window
         features = FeatureStore.open(Path(tmp) / "store").load(split="train",
                                                                arrays=("video", "audio"))
     torch.manual_seed(0)

@@ -564,14 +564,16 @@ def test_cli_reports_missing_store_in_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_evaluate_a_real_linear_run(tmp_path):
     train_module = pytest.importorskip("mvpt.train")
-    train_module.make_synthetic_store(tmp_path / "store", n_train=64, n_val=8, n_test=32, seed=1)
+    from tests.fixtures.stores import make_synthetic_store
+
+    make_synthetic_store(tmp_path / "store", n_train=64, n_val=8, n_test=32, seed=1)
     train_module.train(tmp_path / "store", tmp_path / "run", model="linear", progress=False)
     track, segment = evaluate_levels(tmp_path / "run", tmp_path / "store")
     assert track["max_clips"] == 30 and track["n_items"] == 32
     assert segment["n_items"] > 32 and segment["n_tracks_dropped"] == 0  # tracks of 12-40 clips
     for result in (track, segment):
         assert result["metrics"]["mean_R@10"] > 2 * result["chance"]["mean_R@10"]
-    train_module.make_synthetic_store(tmp_path / "other", n_train=4, n_test=4, audio_dim=16)
+    make_synthetic_store(tmp_path / "other", n_train=4, n_test=4, audio_dim=16)
     with pytest.raises(ModelError, match="do not fit"):
         evaluate(tmp_path / "run", tmp_path / "other")
 

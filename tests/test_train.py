@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,13 +22,14 @@ from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
 from mvpt.store import FeatureStore
+from mvpt.streaming import ShardedFeatures, prefetch
+from tests.fixtures.stores import make_constant_store, make_synthetic_store
 from mvpt.train import (
     Batch,
     contrastive_backward,
     epoch_plan,
     gather_batch,
     lr_factor,
-    make_synthetic_store,
     sample_windows,
     train,
 )
@@ -48,7 +50,10 @@ def one_thread(monkeypatch):
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("synthetic") / "store"
-    make_synthetic_store(path, n_train=192, n_val=64, video_dim=12, audio_dim=10, seed=1)
+    # Tracks of at least K = 30 clips: a batch's shared window length is capped by its shortest
+    # track, so shorter tracks would shorten every training window.
+    make_synthetic_store(path, n_train=192, n_val=64, video_dim=12, audio_dim=10, seed=1,
+                         clips_range=(30, 40), shard_size=100)
     return path
 
 
@@ -84,6 +89,28 @@ def test_epoch_plan_is_seeded_and_drops_the_partial_batch():
     assert len(a[0]) == 96 and len(set(a[0])) == 96
 
 
+@pytest.mark.parametrize("policy", ["per-batch", "fixed"])
+def test_a_batch_shares_one_window_length(policy):
+    """Every window of a batch has the same length: drawn per batch in [10, 30] (or 30 when
+    fixed), capped by the batch's shortest track; positions stay random per track."""
+    n_clips = np.random.default_rng(3).integers(8, 60, size=640)
+    tracks, starts, lengths = epoch_plan(640, seed=0, epoch=1, batch_size=32, min_clips=10,
+                                         max_clips=30, n_clips=n_clips, policy=policy)
+    per_batch = lengths.reshape(20, 32)
+    assert np.all(per_batch == per_batch[:, :1])
+    shortest = n_clips[tracks].reshape(20, 32).min(1)
+    drawn_cap = 30 if policy == "fixed" else per_batch[:, 0]
+    assert np.all(per_batch[:, 0] == np.minimum(drawn_cap, shortest))
+    assert np.all(starts >= 0) and np.all(starts + lengths <= n_clips[tracks])
+    assert len(set(starts.tolist())) > 20
+    long = epoch_plan(640, seed=0, epoch=1, batch_size=32, min_clips=10, max_clips=30,
+                      n_clips=np.full(640, 45), policy=policy)[2].reshape(20, 32)[:, 0]
+    if policy == "fixed":
+        assert set(long.tolist()) == {30}
+    else:
+        assert long.min() >= 10 and long.max() <= 30 and len(set(long.tolist())) > 8
+
+
 def test_gather_batch_reads_aligned_windows(store_path):
     features = FeatureStore.open(store_path).load(split="train", arrays=("video", "audio"))
     tracks, starts, lengths = np.array([3, 0]), np.array([2, 0]), np.array([5, 12])
@@ -93,6 +120,48 @@ def test_gather_batch_reads_aligned_windows(store_path):
     np.testing.assert_array_equal(batch.audio[0, :5].numpy(), features.item(3, "audio")[2:7])
     np.testing.assert_array_equal(batch.video[1].numpy(), features.item(0, "video")[:12])
     assert float(batch.video[0, 5:].abs().sum()) == 0.0
+
+
+def test_streamed_windows_equal_the_in_memory_copy(store_path):
+    """Windows read from the memory-mapped shards (3 of them) are those of the in-memory split,
+    bit for bit, in the same item order."""
+    store = FeatureStore.open(store_path)
+    memory = store.load(split="train", arrays=("video", "audio"))
+    streamed = ShardedFeatures(store, split="train", arrays=("video", "audio"))
+    assert len(store.shard_dirs()) == 3 and streamed.ids == memory.ids
+    np.testing.assert_array_equal(streamed.n_clips, memory.n_clips)
+    for i in (0, 99, 100, 191):
+        np.testing.assert_array_equal(streamed.item(i, "audio"), memory.item(i, "audio"))
+    plan = epoch_plan(len(memory), seed=0, epoch=1, batch_size=64, min_clips=10, max_clips=30,
+                      n_clips=memory.n_clips, policy="per-track")
+    for lo in (0, 64):
+        part = [x[lo:lo + 64] for x in plan]
+        a, b = gather_batch(memory, *part), gather_batch(streamed, *part)
+        assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
+        assert torch.equal(a.mask, b.mask) and not bool(a.mask.all())
+
+
+def test_prefetch_keeps_order_raises_errors_and_stops_early():
+    assert list(prefetch(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise ModelError("shard-00002: unreadable")
+
+    with pytest.raises(ModelError, match="shard-00002: unreadable"):
+        list(prefetch(failing()))
+    produced = []
+
+    def counting():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    items = prefetch(counting(), depth=2)
+    assert next(items) == 0
+    items.close()
+    assert len(produced) <= 5
+    assert not any(t.name == "mvpt-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
 def test_lr_schedule_warms_up_then_anneals():
@@ -175,6 +244,76 @@ def test_mvpt_learns_synthetic_correspondence(store_path, tmp_path):
     assert top1.mean() == pytest.approx(final["val_video_to_music_R@1"])
 
 
+@pytest.mark.parametrize("policy, cue", [("per-batch", False), ("fixed", False),
+                                         ("per-track", True)])
+def test_window_length_is_no_cue_for_the_loss(policy, cue, tmp_path, rng):
+    """Features that carry nothing but their length (every clip the same constant vector, tracks
+    of 5 to 40 clips): no model can tell the pairs of a batch apart, so the loss must stay at
+    log(batch) after 50 steps. A window length per track (the sampler before issue 10, kept as
+    "per-track") lets the model match video and music by length alone: its loss drops."""
+    make_constant_store(tmp_path / "store", n_clips=rng.integers(5, 41, size=320).tolist())
+    train(tmp_path / "store", tmp_path / "run", model="mvpt", model_overrides=TINY_MVPT,
+          epochs=5, batch_size=32, lr=3e-3, progress=False, window_policy=policy)
+    lines = metric_lines(tmp_path / "run")
+    assert lines[-1]["step"] == 50
+    stays = lines[-1]["loss"] == pytest.approx(np.log(32), rel=0.02)
+    assert stays != cue, lines[-1]["loss"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["run_config"]["window_policy"] == policy
+
+
+def interrupted_after(epoch: int, monkeypatch):
+    """Make training stop (as if killed) right after ``epoch``'s checkpoint is written."""
+    import mvpt.train as train_module
+
+    end_epoch = train_module._end_epoch
+
+    def end_then_stop(run, **kwargs):
+        end_epoch(run, **kwargs)
+        if kwargs["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_end_epoch", end_then_stop)
+
+
+def test_resume_with_more_epochs_keeps_the_learning_rate_schedule(store_path, tmp_path,
+                                                                  monkeypatch):
+    """A 4-epoch run stopped after epoch 2 and resumed with --epochs 6 trains epochs 3 and 4
+    exactly as the uninterrupted 4-epoch run (same learning rates, so the same losses); epochs
+    5 and 6 are a warm restart: a new cosine from the peak learning rate to 0."""
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 32,
+              "lr": 1e-2, "progress": False}
+    train(store_path, tmp_path / "whole", epochs=4, **kwargs)
+    with monkeypatch.context() as patch:
+        interrupted_after(2, patch)
+        with pytest.raises(KeyboardInterrupt):
+            train(store_path, tmp_path / "resumed", epochs=4, **kwargs)
+    train(store_path, tmp_path / "resumed", epochs=6, resume=True, **kwargs)
+    whole, resumed = metric_lines(tmp_path / "whole"), metric_lines(tmp_path / "resumed")
+    assert [m["loss"] for m in resumed[:4]] == [m["loss"] for m in whole]
+    assert [m["lr"] for m in resumed[:3]] == [m["lr"] for m in whole[:3]]
+    assert whole[3]["lr"] == 0.0  # the 4-epoch cosine ends at 0 ...
+    # ... then the restart: the lr after epoch 4 is the peak again, after epoch 5 half of it
+    assert resumed[3]["lr"] == pytest.approx(1e-2) and resumed[4]["lr"] == pytest.approx(5e-3)
+    assert resumed[5]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_streaming_training_equals_in_memory_training(store_path, tmp_path, monkeypatch):
+    """Training that reads every batch from the shards (never loading a split: FeatureStore.load
+    is disabled) gives the same losses, metrics and weights as training on the in-memory copy."""
+    kwargs = {"model": tiny_config_file(tmp_path, dropout=0.1), "epochs": 2, "batch_size": 32,
+              "progress": False}
+    train(store_path, tmp_path / "memory", in_memory=True, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(FeatureStore, "load", lambda *a, **k: pytest.fail("a split was loaded"))
+        train(store_path, tmp_path / "streamed", **kwargs)
+    assert comparable(metric_lines(tmp_path / "streamed")) == comparable(
+        metric_lines(tmp_path / "memory"))
+    a, b = (read_checkpoint(tmp_path / r / "last.pt")["model_state"]
+            for r in ("streamed", "memory"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize("model", ["mlp", "linear"])
 def test_baselines_train_through_the_same_entry_point(model, store_path, tmp_path):
     overrides = {"mlp": {"d_hidden": 32, "d_joint": 16}, "linear": {"d_joint": 8}}[model]
@@ -222,6 +361,25 @@ def test_run_folder_is_never_overwritten_and_resume_keeps_settings(store_path, t
     assert result["resumed_from_epoch"] == 1 and [m["epoch"] for m in metric_lines(run)] == [1, 2]
 
 
+def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, tmp_path):
+    """A last.pt written before issue 10 (no window_policy, the schedule a plain function) was
+    trained with a length per track: resuming needs --window-policy per-track, and its 2-epoch
+    cosine is followed by a warm restart over the 2 added epochs."""
+    run = tmp_path / "run"
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 64,
+              "lr": 1e-2, "progress": False}
+    train(store_path, run, epochs=2, window_policy="per-track", **kwargs)
+    ckpt = read_checkpoint(run / "last.pt")
+    del ckpt["run_config"]["window_policy"]
+    ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]
+    torch.save(ckpt, run / "last.pt")
+    with pytest.raises(UsageError, match=r"window_policy='per-batch' \(run: 'per-track'\)"):
+        train(store_path, run, epochs=4, resume=True, **kwargs)
+    train(store_path, run, epochs=4, resume=True, window_policy="per-track", **kwargs)
+    lrs = [m["lr"] for m in metric_lines(run)]
+    assert lrs[1] == 0.0 and lrs[2] == pytest.approx(5e-3) and lrs[3] == pytest.approx(0.0)
+
+
 def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):
     run = tmp_path / "run"
     train(store_path, run, model="linear", progress=False)
@@ -241,9 +399,11 @@ def test_cli_train_and_models(store_path, tmp_path, capsys):
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["linear", "mlp", "mvpt"]
     run = str(tmp_path / "run")
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear",
-                     "--no-progress", "--json"]) == 0
+                     "--window-policy", "fixed", "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "linear" and summary["best"]["epoch"] == 1
+    config = json.loads(Path(run, "config.json").read_text())
+    assert config["run_config"]["window_policy"] == "fixed"
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear"]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert cli_main(["train", str(tmp_path / "nowhere"), "--out", run + "2"]) == 1
@@ -263,22 +423,17 @@ def comparable(lines: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(store_path, tmp_path):
-    """SIGKILL after the first epoch's checkpoint, then --resume: every epoch's loss and
-    validation metrics, and the final weights, equal those of an uninterrupted run exactly
-    (tolerance 0: CPU, one thread, windows and dropout seeded per epoch; dropout is on)."""
+    """SIGKILL mid-run (after the first epoch's checkpoint, certainly before the last), then
+    --resume: every epoch's loss and validation metrics, and the final weights, equal those of an
+    uninterrupted run exactly (tolerance 0: CPU, one thread, windows and dropout seeded per
+    epoch; dropout is on)."""
     config = tiny_config_file(tmp_path, dropout=0.1)
-    epochs = ["--epochs", "4"]
+    epochs = ["--epochs", "3"]
     whole = subprocess.Popen(cli_command(store_path, tmp_path / "whole", config, *epochs),
                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    killed = subprocess.Popen(cli_command(store_path, tmp_path / "killed", config, *epochs),
-                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "killed" / "last.pt"
-    while not last.exists() and killed.poll() is None:
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait() == -signal.SIGKILL
-    epoch_at_kill = read_checkpoint(last)["epoch"]
-    assert 1 <= epoch_at_kill < 4
+    epoch_at_kill = kill_after_first_checkpoint(
+        cli_command(store_path, tmp_path / "killed", config, *epochs), tmp_path / "killed")
+    assert 1 <= epoch_at_kill < 3
     resumed = subprocess.run(cli_command(store_path, tmp_path / "killed", config, *epochs,
                                          "--resume", "--json"),
                              env=ENV, capture_output=True, text=True, timeout=300, check=False)
@@ -289,6 +444,24 @@ def test_killed_run_resumes_to_the_same_result(store_path, tmp_path):
         metric_lines(tmp_path / "whole"))
     a, b = (read_checkpoint(tmp_path / r / "last.pt")["model_state"] for r in ("killed", "whole"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def kill_after_first_checkpoint(command: list[str], run_dir: Path) -> int:
+    """Start ``command``, freeze it (SIGSTOP) as soon as last.pt exists, check that it had not
+    finished, then SIGKILL it; returns the epoch of the checkpoint it left."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    last = run_dir / "last.pt"
+    try:
+        while not last.exists() and process.poll() is None:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGSTOP)  # a stopped process can neither finish nor write
+        assert process.poll() is None, "the run ended before it could be killed"
+        epoch = read_checkpoint(last)["epoch"]
+    finally:
+        process.kill()
+    assert process.wait() == -signal.SIGKILL
+    return epoch
 
 
 @pytest.mark.slow

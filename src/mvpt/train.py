@@ -1,14 +1,34 @@
 """Train a model of :mod:`mvpt.models` on a feature store: ``mvpt train STORE --out RUN``.
 
 A track (a video with its soundtrack) is one example. Each epoch draws, with a generator seeded by
-(seed, epoch), one time-aligned window per track for both modalities: its length uniform between
-``min_clips`` (10) and K (``max_clips`` of the model, 30) clips, at a random position; a track
-shorter than the drawn length is used whole. Loss: symmetric InfoNCE over the whole global batch
-(2048: every other track of the batch is a negative) with a learnable temperature; AdamW; cosine
-annealing from ``lr`` (1e-3) per step after an optional linear warm-up. Validation each epoch:
-track-level retrieval on the ``val`` split with centred windows; ``best.pt`` keeps the best mean
-R@10 (ties: mean R@1), ``last.pt`` everything needed to resume exactly (model, optimizer,
-scheduler, scaler, epoch, RNG states). ``metrics.jsonl`` has one JSON object per epoch.
+(seed, epoch), the track order and one time-aligned window per track for both modalities, at a
+random position in the track. Window lengths follow ``window_policy``:
+
+* ``per-batch`` (default): one length per batch, uniform between ``min_clips`` (10) and K
+  (``max_clips`` of the model, 30) clips, shared by every track of the batch;
+* ``fixed``: always K clips;
+* ``per-track``: a length per track (the sampler before issue 10, kept so that runs started with
+  it resume exactly). Inside a batch a window's length then tells its pair apart from the others
+  (up to ln(B / tracks per length) nats of loss), a cue that real queries do not carry.
+
+In both shared policies the length is capped by the shortest track of the batch, so that all
+windows of a batch have the same length and no padding is needed: length is no cue at all. The
+price: a store with tracks shorter than K trains on shorter windows (``window_clips`` in
+``metrics.jsonl`` is the epoch's mean); tracks of at least K clips never shorten a batch.
+
+Loss: symmetric InfoNCE over the whole global batch (2048: every other track of the batch is a
+negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` (1e-3) per step
+after an optional linear warm-up. ``--resume`` with more epochs keeps the schedule planned so far
+(no jump of the learning rate mid-run) and appends a warm restart: a second cosine, from the peak,
+over the added steps (:class:`CosineCycles`). Validation each epoch: track-level retrieval on the
+``val`` split with centred windows; ``best.pt`` keeps the best mean R@10 (ties: mean R@1),
+``last.pt`` everything needed to resume exactly (model, optimizer, scheduler, scaler, epoch, RNG
+states). ``metrics.jsonl`` has one JSON object per epoch.
+
+Batches are read straight from the store's memory-mapped shards (:mod:`mvpt.streaming`; no copy
+of a whole split, so memory does not grow with the store) by a background thread that prepares
+the next batches while the current one trains; ``in_memory`` copies the splits into memory first.
+Both give the same windows, bit for bit.
 
 Big batches never use plain gradient accumulation, which would shrink the set of negatives:
 ``chunk_size`` turns on cached embeddings (GradCache): embeddings of the whole local batch are
@@ -24,8 +44,8 @@ Commands (``-m mvpt.cli`` is the ``mvpt`` command under torchrun)::
     mvpt train STORE --out RUN
     # one GPU
     mvpt train STORE --out RUN --device cuda
-    # several GPUs on one machine (NCCL), global batch 2048 split over 8 processes
-    torchrun --standalone --nproc_per_node 8 -m mvpt.cli train STORE --out RUN
+    # several GPUs on one machine (NCCL): the paper's global batch of 2048, 256 per GPU
+    torchrun --standalone --nproc_per_node 8 -m mvpt.cli train STORE --out RUN --batch-size 2048
     # several processes on one CPU machine (gloo)
     torchrun --standalone --nproc_per_node 2 -m mvpt.cli train STORE --out RUN --device cpu
     # several machines (run on each; HOST:PORT is one of them)
@@ -35,6 +55,14 @@ Commands (``-m mvpt.cli`` is the ``mvpt`` command under torchrun)::
     mvpt train STORE --out RUN --chunk-size 256
     # continue a killed run exactly where its last checkpoint left it
     mvpt train STORE --out RUN --resume
+
+Batch arithmetic under torchrun: ``--batch-size`` is always the global batch B, all processes
+together (rounded down to a multiple of the W processes); each process holds B / W tracks, and
+the loss is taken over all B (embeddings all-gathered), so the negatives do not depend on W. For
+the paper's 2048: 8 GPUs hold 256 tracks each, 2 machines of 8 GPUs 128 each. A process that
+cannot fit its B / W tracks in one pass adds ``--chunk-size C``: ceil(B / W / C) forward passes
+with gradients per step (e.g. 8 GPUs, ``--chunk-size 64``: 4 chunks of 64), same loss and
+gradient. Steps per epoch are n_train // B whatever W is.
 """
 
 from __future__ import annotations
@@ -44,7 +72,7 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -67,10 +95,12 @@ from mvpt.models.checkpoint import (
 from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
-from mvpt.store import Features, FeatureStore, ItemResult
+from mvpt.store import Features, FeatureStore
+from mvpt.streaming import ShardedFeatures, prefetch, window_rows
 
 log = logging.getLogger("mvpt.train")
 MODALITY_ARRAYS = ("video", "audio")
+WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
 
 
 @dataclass
@@ -86,6 +116,10 @@ class RunConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     min_clips: int = 10  # shortest training window; the longest is the model's max_clips
+    # How long the windows of a batch are (see the module docstring): "per-batch" draws one length
+    # per batch in [min_clips, max_clips], shared by all its tracks; "fixed" is always max_clips;
+    # "per-track" (before issue 10; for runs started then) draws one per track: a length cue.
+    window_policy: str = "per-batch"
     chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
     precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
     seed: int = 0
@@ -101,6 +135,9 @@ class RunConfig:
             raise UsageError(f"chunk_size must be >= 1 track, got {self.chunk_size}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.window_policy not in WINDOW_POLICIES:
+            raise UsageError(f"window_policy must be one of {', '.join(WINDOW_POLICIES)}, got "
+                             f"{self.window_policy!r}")
 
 
 # ---------------------------------------------------------------------------- data
@@ -122,41 +159,72 @@ class Batch:
         tensors = (self.video, self.audio, self.mask)
         return Batch(*(t.to(device, non_blocking=True) for t in tensors))
 
+    def pin_memory(self) -> Batch:
+        return Batch(self.video.pin_memory(), self.audio.pin_memory(), self.mask.pin_memory())
+
 
 def sample_windows(n_clips: np.ndarray, *, rng: np.random.Generator, min_clips: int,
                    max_clips: int) -> tuple[np.ndarray, np.ndarray]:
-    """(first clip, length) per track: length uniform in [min_clips, max_clips] clips (the whole
-    track when shorter), position uniform over the valid ones."""
+    """The "per-track" policy: (first clip, length) per track, length uniform in [min_clips,
+    max_clips] clips (the whole track when shorter), position uniform over the valid ones."""
     drawn = rng.integers(min(min_clips, max_clips), max_clips + 1, size=len(n_clips))
     lengths = np.minimum(drawn, n_clips)
-    starts = np.floor(rng.random(len(n_clips)) * (n_clips - lengths + 1)).astype(np.int64)
-    return starts, lengths
+    return random_starts(n_clips, lengths, rng=rng), lengths
 
 
-def gather_batch(features: Features, tracks: np.ndarray, starts: np.ndarray,
+def shared_lengths(n_clips: np.ndarray, *, rng: np.random.Generator, policy: str,
+                   min_clips: int, max_clips: int) -> np.ndarray:
+    """One window length per batch for ``n_clips`` [steps, batch]: drawn uniform in [min_clips,
+    max_clips] ("per-batch") or max_clips ("fixed"), capped by the batch's shortest track so that
+    every window of a batch has the same length. Returns [steps]."""
+    if policy == "fixed":
+        drawn = np.full(len(n_clips), max_clips)
+    else:
+        drawn = rng.integers(min(min_clips, max_clips), max_clips + 1, size=len(n_clips))
+    return np.minimum(drawn, n_clips.min(axis=1, initial=max_clips))
+
+
+def random_starts(n_clips: np.ndarray, lengths: np.ndarray, *,
+                  rng: np.random.Generator) -> np.ndarray:
+    """First clip of each window, uniform over the valid positions."""
+    return np.floor(rng.random(len(n_clips)) * (n_clips - lengths + 1)).astype(np.int64)
+
+
+def gather_batch(features: Features | ShardedFeatures, tracks: np.ndarray, starts: np.ndarray,
                  lengths: np.ndarray) -> Batch:
-    """The windows [starts, starts + lengths) of ``tracks`` as a zero-padded float32 Batch."""
-    positions = np.arange(int(lengths.max()))
-    mask = positions[None, :] < lengths[:, None]
-    rows = (features.offsets[tracks][:, None] + starts[:, None]
-            + np.minimum(positions[None, :], lengths[:, None] - 1))
+    """The windows [starts, starts + lengths) of ``tracks`` as a zero-padded float32 Batch, from
+    features in memory or read from the store's shards (same values)."""
+    rows, mask = window_rows(starts, lengths)
+    keep = torch.from_numpy(mask)
+    padded = not mask.all()  # (windows of one length, as the shared policies give: no padding)
     out = []
     for name in MODALITY_ARRAYS:
-        x = torch.from_numpy(features.arrays[name][rows]).float()
-        out.append(x * torch.from_numpy(mask)[..., None])
-    return Batch(out[0], out[1], torch.from_numpy(mask))
+        if isinstance(features, ShardedFeatures):
+            clips = features.windows(name, tracks, rows)
+        else:
+            clips = features.arrays[name][features.offsets[tracks][:, None] + rows]
+        x = torch.from_numpy(clips).float()
+        out.append(x * keep[..., None] if padded else x)
+    return Batch(out[0], out[1], keep)
 
 
 def epoch_plan(n_tracks: int, *, seed: int, epoch: int, batch_size: int, min_clips: int,
-               max_clips: int, n_clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               max_clips: int, n_clips: np.ndarray,
+               policy: str = "per-batch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The epoch's track order and windows, identical in every process: (tracks, starts,
     lengths), each [steps * batch_size] (the incomplete last batch is dropped)."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n_tracks)
-    starts, lengths = sample_windows(n_clips[order], rng=rng, min_clips=min_clips,
-                                     max_clips=max_clips)
     used = (n_tracks // batch_size) * batch_size
-    return order[:used], starts[:used], lengths[:used]
+    if policy == "per-track":
+        starts, lengths = sample_windows(n_clips[order], rng=rng, min_clips=min_clips,
+                                         max_clips=max_clips)
+        return order[:used], starts[:used], lengths[:used]
+    order = order[:used]
+    lengths = np.repeat(shared_lengths(n_clips[order].reshape(-1, batch_size), rng=rng,
+                                       policy=policy, min_clips=min_clips,
+                                       max_clips=max_clips), batch_size)
+    return order, random_starts(n_clips[order], lengths, rng=rng), lengths
 
 
 # ---------------------------------------------------------------------------- distribution
@@ -326,13 +394,15 @@ class _Run:
 
 def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
           device: str = "auto", progress: bool = True, model_overrides: dict | None = None,
-          **settings) -> dict:
+          in_memory: bool = False, **settings) -> dict:
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
     fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, min_clips,
-    chunk_size, precision, seed). ``model_overrides`` replace model config fields. ``resume``
-    continues from ``out_dir/last.pt`` (same settings; ``epochs`` may grow). Returns a summary:
-    run_dir, best, final metrics, batch sizes, world size."""
+    window_policy, chunk_size, precision, seed). ``model_overrides`` replace model config fields.
+    ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
+    epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
+    shards; ``in_memory`` copies each split into memory first instead (same results). Returns a
+    summary: run_dir, best, final metrics, batch sizes, world size."""
     unknown = sorted(set(settings) - {f.name for f in fields(RunConfig)})
     if unknown:
         raise UsageError(f"unknown training setting(s) {unknown}")
@@ -342,7 +412,7 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     ctx = setup_distributed(device)
     try:
         run = _prepare(store_path, out_dir, config=config, ctx=ctx, resume=resume,
-                       model_overrides=model_overrides or {})
+                       model_overrides=model_overrides or {}, in_memory=in_memory)
         with denormals_flushed():
             if run.model.config.kind == "linear":
                 _fit_linear(run)
@@ -363,13 +433,19 @@ def _set_threads() -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
 
 
-def _load_split(store: FeatureStore, split: str) -> Features | None:
-    features = store.load(split=split, arrays=MODALITY_ARRAYS)
+def _load_split(store: FeatureStore, split: str, *,
+                in_memory: bool) -> Features | ShardedFeatures | None:
+    """The split's items, read from the memory-mapped shards batch by batch, or (``in_memory``)
+    copied into memory first."""
+    if in_memory:
+        features = store.load(split=split, arrays=MODALITY_ARRAYS)
+    else:
+        features = ShardedFeatures(store, split=split, arrays=MODALITY_ARRAYS)
     return features if len(features) else None
 
 
 def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume: bool,
-             model_overrides: dict) -> _Run:
+             model_overrides: dict, in_memory: bool) -> _Run:
     store = FeatureStore.open(store_path)
     dims = store.array_dims
     missing = [m for m in MODALITY_ARRAYS if m not in dims]
@@ -378,10 +454,10 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
     model_config = load_config(config.model, **model_overrides)
     torch.manual_seed(config.seed)
     model = build_model(model_config, video_dim=dims["video"], audio_dim=dims["audio"])
-    train_features = _load_split(store, "train")
+    train_features = _load_split(store, "train", in_memory=in_memory)
     if train_features is None:
         raise ModelError(f"{store_path}: no extracted items in split 'train'")
-    val = _load_split(store, "val")
+    val = _load_split(store, "val", in_memory=in_memory)
     if val is None:
         log.warning("%s: no 'val' split: no validation; best.pt is the last epoch", store_path)
     run = _Run(ctx=ctx, config=config, model=model.to(ctx.device),
@@ -454,9 +530,10 @@ def _setup_optimisation(run: _Run) -> None:
     run.optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": c.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
-    total = c.epochs * run.steps_per_epoch
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(
-        run.optimizer, lambda step: lr_factor(step, warmup_steps=c.warmup_steps, total_steps=total))
+    # A callable object, so LambdaLR's state_dict saves (and resume restores) its cycles.
+    schedule = CosineCycles(cycles=[[0, c.epochs * run.steps_per_epoch]],
+                            warmup_steps=c.warmup_steps)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, schedule)
     precision = c.precision
     if precision == "auto":
         precision = "bf16" if ctx.device.type == "cuda" else "fp32"
@@ -474,6 +551,28 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+@dataclass
+class CosineCycles:
+    """The learning-rate multiplier per step: cosine cycles ``[start, end)`` of steps, each with
+    the linear warm-up of :func:`lr_factor`. A run has one cycle over all its steps; ``--resume``
+    with more epochs keeps the cycles already planned (the learning rate never jumps mid-run)
+    and appends one over the added steps: a warm restart at the peak learning rate when the
+    original schedule ends."""
+
+    cycles: list[list[int]]
+    warmup_steps: int = 0
+
+    def __call__(self, step: int) -> float:
+        start, end = next((c for c in reversed(self.cycles) if step >= c[0]), self.cycles[0])
+        return lr_factor(step - start, warmup_steps=self.warmup_steps, total_steps=end - start)
+
+    def extend_to(self, total_steps: int) -> None:
+        """Append a cycle that ends at ``total_steps``, if the planned ones end before it."""
+        end = self.cycles[-1][1]
+        if total_steps > end:
+            self.cycles.append([end, total_steps])
+
+
 def _restore(run: _Run, ckpt: dict, store_path) -> None:
     from mvpt.models.checkpoint import check_compatible
 
@@ -482,6 +581,7 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
         raise UsageError(f"{run.out_dir}: --resume with another model config than the run's "
                          f"({ckpt['model_config'].get('name')})")
     stored = dict(ckpt["run_config"])
+    stored.setdefault("window_policy", "per-track")  # runs started before the setting existed
     differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
     if differ:
         raise UsageError(f"{run.out_dir}: --resume with other settings than the run: " + ", ".join(
@@ -490,7 +590,7 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
     state = ckpt.get("training")
     if state is not None and run.optimizer is not None:
         run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
+        _restore_schedule(run, state["scheduler"], planned_epochs=stored["epochs"])
         run.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
     run.epoch, run.step = int(ckpt["epoch"]), int(ckpt["step"])
@@ -498,6 +598,19 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
     run.resumed_from = run.epoch
     if run.ctx.is_main:
         log.info("resuming %s after epoch %d (step %d)", run.out_dir, run.epoch, run.step)
+
+
+def _restore_schedule(run: _Run, state: dict, *, planned_epochs: int) -> None:
+    """Load the scheduler, extend its cycles to this run's epochs, and set the learning rate of
+    the next step (the restart's, when the previous schedule has just ended)."""
+    run.scheduler.load_state_dict(state)
+    schedule = run.scheduler.lr_lambdas[0]
+    if state["lr_lambdas"][0] is None:  # saved before the schedule was a CosineCycles
+        schedule.cycles = [[0, planned_epochs * run.steps_per_epoch]]
+    schedule.extend_to(run.config.epochs * run.steps_per_epoch)
+    step = run.scheduler.last_epoch
+    for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):
+        group["lr"] = base * schedule(step)
 
 
 def _write_run_files(run: _Run, store_path) -> None:
@@ -521,26 +634,34 @@ def _train_epochs(run: _Run, *, progress: bool) -> None:
     c, ctx = run.config, run.ctx
     bar = tqdm(total=c.epochs * run.steps_per_epoch, initial=run.step, unit="step",
                desc="train", disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    local = run.global_batch // ctx.world_size
     for epoch in range(run.epoch + 1, c.epochs + 1):
         started = time.perf_counter()
         run.model.train()
         torch.manual_seed(_epoch_seed(c.seed, epoch, ctx.rank))  # dropout, same on resume
-        tracks, starts, lengths = epoch_plan(
-            len(run.train), seed=c.seed, epoch=epoch, batch_size=run.global_batch,
-            min_clips=c.min_clips, max_clips=run.model.config.max_clips, n_clips=run.train.n_clips)
+        plan = epoch_plan(len(run.train), seed=c.seed, epoch=epoch, batch_size=run.global_batch,
+                          min_clips=c.min_clips, max_clips=run.model.config.max_clips,
+                          n_clips=run.train.n_clips, policy=c.window_policy)
         losses = []
-        for s in range(run.steps_per_epoch):
-            mine = slice(s * run.global_batch + ctx.rank * local,
-                         s * run.global_batch + (ctx.rank + 1) * local)
-            batch = gather_batch(run.train, tracks[mine], starts[mine], lengths[mine])
-            losses.append(_optimizer_step(run, batch.to(ctx.device)))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R10=_last_score(run))
+        with closing(prefetch(_local_batches(run, *plan))) as batches:  # stops it on errors
+            for batch in batches:
+                losses.append(_optimizer_step(run, batch.to(ctx.device)))
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R10=_last_score(run))
         _end_epoch(run, epoch=epoch, loss=float(np.mean(losses)),
-                   seconds=time.perf_counter() - started)
+                   seconds=time.perf_counter() - started, window_clips=float(plan[2].mean()))
         bar.set_postfix(loss=f"{run.history[-1]['loss']:.3f}", val_R10=_last_score(run))
     bar.close()
+
+
+def _local_batches(run: _Run, tracks: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
+    """This process's slice of each global batch of the epoch's plan, as CPU tensors (pinned
+    for a CUDA device)."""
+    local, rank = run.global_batch // run.ctx.world_size, run.ctx.rank
+    pin = run.ctx.device.type == "cuda"
+    for s in range(run.steps_per_epoch):
+        mine = slice(s * run.global_batch + rank * local, s * run.global_batch + (rank + 1) * local)
+        batch = gather_batch(run.train, tracks[mine], starts[mine], lengths[mine])
+        yield batch.pin_memory() if pin else batch
 
 
 def _last_score(run: _Run) -> str:
@@ -560,7 +681,8 @@ def _optimizer_step(run: _Run, batch: Batch) -> float:
     return loss
 
 
-def _end_epoch(run: _Run, *, epoch: int, loss: float | None, seconds: float) -> None:
+def _end_epoch(run: _Run, *, epoch: int, loss: float | None, seconds: float,
+               window_clips: float | None = None) -> None:
     """Validate (rank 0), record the epoch, write best.pt / last.pt / metrics.jsonl."""
     run.epoch = epoch
     if not run.ctx.is_main:
@@ -572,6 +694,7 @@ def _end_epoch(run: _Run, *, epoch: int, loss: float | None, seconds: float) -> 
         "epoch": epoch, "step": run.step, "loss": loss,
         "lr": run.scheduler.get_last_lr()[0] if run.scheduler else None,
         "temperature": scale.temperature if scale is not None else None,
+        "window_clips": window_clips,
         **val,
         "epoch_time_s": seconds,
         "tracks_per_s": (run.steps_per_epoch * run.global_batch / seconds
@@ -625,37 +748,3 @@ def _summary(run: _Run) -> dict:
         "n_train": len(run.train), "n_val": len(run.val) if run.val is not None else 0,
         "best": run.best, "final": run.history[-1] if run.history else {},
     }
-
-
-# ---------------------------------------------------------------------------- synthetic data
-def make_synthetic_store(path, *, n_train: int = 256, n_val: int = 64, n_test: int = 0,
-                         video_dim: int = 32, audio_dim: int = 24, clips_range=(12, 40),
-                         n_factors: int = 8, noise: float = 0.5, seed: int = 0) -> FeatureStore:
-    """A feature store of random clip features for tests, demos and benchmarks. Per track a
-    hidden AR(1) sequence z_t (smooth in time) gives video_t = z_t V + noise and
-    audio_t = z_t A + (z_t - z_{t-1}) D + noise: music follows the picture clip by clip, and part
-    of it depends on the change between clips, which a mean over clips cannot see."""
-    rng = np.random.default_rng(seed)
-    maps = {name: rng.normal(size=(n_factors, dim)) / math.sqrt(n_factors)
-            for name, dim in (("V", video_dim), ("A", audio_dim), ("D", audio_dim))}
-    manifest = {"clip_s": 1.0, "max_clips": 30, "frames_per_clip": 1, "synthetic": True,
-                "encoders": {m: {"name": f"synthetic-{m}", "version": "1", "dim": d,
-                                 "modality": m, "extras": {}}
-                             for m, d in (("video", video_dim), ("audio", audio_dim))}}
-    store = FeatureStore.create(path, manifest)
-    results = []
-    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
-    for i, split in enumerate(splits):
-        n = int(rng.integers(clips_range[0], clips_range[1] + 1))
-        z = np.empty((n, n_factors))
-        z[0] = rng.normal(size=n_factors)
-        for t in range(1, n):
-            z[t] = 0.8 * z[t - 1] + 0.6 * rng.normal(size=n_factors)
-        dz = np.diff(z, axis=0, prepend=z[:1])
-        video = z @ maps["V"] + noise * rng.normal(size=(n, video_dim))
-        audio = z @ maps["A"] + 2.0 * dz @ maps["D"] + noise * rng.normal(size=(n, audio_dim))
-        results.append(ItemResult(id=f"synth-{i:05d}", source_path=f"synthetic://{i}",
-                                  split=split, status="done", duration_s=float(n), end_s=float(n),
-                                  arrays={"video": video, "audio": audio}))
-    store.write_shard(results)
-    return store

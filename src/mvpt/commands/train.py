@@ -41,12 +41,24 @@ def add_parser(sub) -> None:
     p.add_argument("--min-clips", type=positive_int, default=10,
                    help="shortest training window in clips; the longest is the model's K "
                    "(default 10)")
+    p.add_argument("--window-policy", choices=("per-batch", "fixed", "per-track"),
+                   default="per-batch",
+                   help="training window lengths: per-batch draws one length in [min-clips, K] "
+                   "per batch, shared by all its tracks and capped by its shortest track (no "
+                   "length cue); fixed: always K (capped the same way); per-track: one length "
+                   "per track, the sampler before issue 10, for resuming runs started with it "
+                   "(default per-batch)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="copy the train and val splits into memory first instead of reading "
+                   "each batch from the store's memory-mapped shards (same results)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--seed", type=int, default=0, help="seed of init, windows, order (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN from its last.pt (same settings; --epochs may grow)")
+                   help="continue RUN from its last.pt (same settings; --epochs may grow: the "
+                   "learning-rate schedule keeps its course, then restarts its cosine from the "
+                   "peak over the added epochs)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_json_option(p)
     p.set_defaults(func=run)
@@ -60,7 +72,8 @@ def run(args) -> int:
         args.store, args.out, model=args.model, resume=args.resume, device=args.device,
         progress=not args.no_progress, epochs=args.epochs, batch_size=args.batch_size,
         chunk_size=args.chunk_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, min_clips=args.min_clips, precision=args.precision,
+        warmup_steps=args.warmup_steps, min_clips=args.min_clips,
+        window_policy=args.window_policy, in_memory=args.in_memory, precision=args.precision,
         seed=args.seed)
     if summary["world_size"] > 1 and not _is_rank0():
         return 0
