@@ -485,3 +485,15 @@ def test_torchrun_two_processes_match_one(store_path, tmp_path):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         for key in ("val_score", "val_r1"):
             assert b[key] == pytest.approx(a[key], abs=0.02), key
+
+
+def test_the_stores_k_is_only_the_default_of_a_new_model(tmp_path):
+    store = tmp_path / "store"
+    make_synthetic_store(store, n_train=16, n_val=4, video_dim=12, audio_dim=10)
+    manifest = json.loads((store / "manifest.json").read_text())
+    (store / "manifest.json").write_text(json.dumps({**manifest, "max_clips": 12}))
+    train(store, tmp_path / "from-store", model="linear", progress=False)
+    assert Run.load(tmp_path / "from-store").max_clips == 12
+    train(store, tmp_path / "given", model="linear", progress=False,
+          model_overrides={"max_clips": 20})
+    assert Run.load(tmp_path / "given").max_clips == 20

@@ -451,7 +451,11 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
     missing = [m for m in MODALITY_ARRAYS if m not in dims]
     if missing:
         raise ModelError(f"{store_path}: store has no {missing} features (arrays: {sorted(dims)})")
-    model_config = load_config(config.model, **model_overrides)
+    # The store's K (`mvpt extract --max-clips`) is only the default of a new model's; from here
+    # on the model's config owns K (see mvpt.run).
+    store_k = ({"max_clips": int(store.manifest["max_clips"])}
+               if "max_clips" in store.manifest else {})
+    model_config = load_config(config.model, **{**store_k, **model_overrides})
     torch.manual_seed(config.seed)
     model = build_model(model_config, video_dim=dims["video"], audio_dim=dims["audio"])
     train_features = _load_split(store, "train", in_memory=in_memory)
