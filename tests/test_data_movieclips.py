@@ -94,7 +94,8 @@ EXPECTED = [(3.0, 29.0), (54.0, 78.0)]
 
 
 def _write_movie(path):
-    from mvpt.data.synth import music_clip, speech_like, write_mp4
+    from mvpt.data.synth import music_clip, write_mp4
+    from tests.fixtures.speech import speech_like
 
     parts = []
     for seed, (kind, seconds) in enumerate(PLAN):
