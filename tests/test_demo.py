@@ -44,6 +44,9 @@ def test_demo_own_soundtrack_count_matches_a_recount(demo):
         ranks[item_id] = next((h.rank for h in hits if Path(h.source_path) == Path(path)), None)
     assert ranks == rate["ranks"]
     assert rate["in_top"] == sum(rank is not None for rank in ranks.values())
+    # The tiny demo's model finds its own soundtrack for 5 of 5 held-out videos (chance: 25% of
+    # the 40 tracks are in a top 10); ask for at least twice what chance gives.
+    assert rate["in_top"] >= 2 * rate["chance"] * rate["queries"], rate
 
 
 def test_demo_preview_has_equal_audio_and_video_durations(demo):
