@@ -183,7 +183,7 @@ def curve_store(tmp_path_factory):
     from mvpt.clips import ClipConfig
     from mvpt.extract import Extractor, extract
     from tests.fixtures.media_factory import write_video
-    from tests.test_index import (  # registers the toy encoders
+    from tests.fixtures.toy_index import (  # registers the toy encoders
         ToyAudioEncoder,
         ToyFrameEncoder,
     )
@@ -232,7 +232,7 @@ def test_brightness_and_tempo_curves_keep_scale_free_features(curve_store):
 
 def test_cli_curve_with_a_run(curve_store, tmp_path, capsys):
     from mvpt import cli
-    from tests.test_index import make_linear_run
+    from tests.fixtures.toy_index import make_linear_run
 
     root, _ = curve_store
     run = make_linear_run(tmp_path / "run")

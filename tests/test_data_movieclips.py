@@ -94,7 +94,8 @@ EXPECTED = [(3.0, 29.0), (54.0, 78.0)]
 
 
 def _write_movie(path):
-    from mvpt.data.synth import music_clip, speech_like, write_mp4
+    from mvpt.data.synth import music_clip, write_mp4
+    from tests.fixtures.speech import speech_like
 
     parts = []
     for seed, (kind, seconds) in enumerate(PLAN):
@@ -164,13 +165,13 @@ def test_extract_accepts_the_manifest(movie_run):
 
 
 def test_tagger_chunking_does_not_change_probabilities(monkeypatch):
-    from mvpt.data import movieclips
+    from mvpt.data import taggers
     from mvpt.data.synth import music_clip
 
     wave = music_clip("jazz", duration_s=8.0, sample_rate_hz=RATE_HZ, seed=1)
     tagger = load_tagger("yamnet", hop_s=0.24)
     whole = tagger.frame_probabilities(wave)
-    monkeypatch.setattr(movieclips, "_PATCH_CHUNK", 7)
+    monkeypatch.setattr(taggers, "_PATCH_CHUNK", 7)
     chunked = tagger.frame_probabilities(wave)
     assert whole.probs.shape == (len(whole.probs), 521) and len(whole.probs) > 7
     np.testing.assert_allclose(chunked.probs, whole.probs, atol=1e-6)

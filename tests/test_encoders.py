@@ -403,3 +403,45 @@ def test_encoding_leaves_subnormal_floats_alone():
     encoder = get_encoder("efficientnet-lite0")
     encoder.encode_frames(np.zeros((1, 224, 224, 3), np.uint8))
     assert sys.float_info.min / 2 > 0.0
+
+
+def test_registry_is_a_table_of_module_class_paths_that_resolve():
+    from mvpt.encoders import ENCODERS, encoder_class
+
+    for name, target in ENCODERS.items():
+        module, _, attr = target.partition(":")
+        cls = encoder_class(name)
+        assert (cls.__module__, cls.__name__, cls.name) == (module, attr, name)
+        assert cls.info().name == name and cls.info().modality == cls.modality
+
+
+def test_encoder_modules_import_the_contract_not_the_registry():
+    """No circle: encoders/__init__ imports an encoder module only when asked for one, and the
+    encoder modules import mvpt.encoders.base, never the registry of mvpt.encoders."""
+    import ast
+    from pathlib import Path
+
+    import mvpt.encoders
+
+    folder = Path(mvpt.encoders.__file__).parent
+    for path in folder.glob("*.py"):
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom)}
+        if path.name != "__init__.py":
+            assert "mvpt.encoders" not in imported, path.name
+    init = ast.parse((folder / "__init__.py").read_text())
+    top = {n.module for n in init.body if isinstance(n, ast.ImportFrom)}
+    assert top == {"__future__", "mvpt.encoders.base", "mvpt.errors"}
+
+
+def test_register_takes_a_module_class_path(monkeypatch):
+    from mvpt import encoders
+
+    monkeypatch.setattr(encoders, "ENCODERS", dict(encoders.ENCODERS))
+    with pytest.raises(EncoderError, match="must be 'module:Class'"):
+        encoders.register("bad", "mvpt.encoders.yamnet")
+    encoders.register("not-an-encoder", "mvpt.encoders.logmel:LogMelConfig")
+    with pytest.raises(EncoderError, match="not a video or audio encoder class"):
+        encoders.get_encoder("not-an-encoder")
+    encoders.register("yamnet-again", "mvpt.encoders.yamnet:YamnetEncoder")
+    assert encoders.encoder_class("yamnet-again").name == "yamnet"

@@ -1,187 +1,27 @@
 """The index: exact search and offsets, approximate recall, incremental adds, removal, resume,
 run identity, CLI.
 
-Media are generated; features come from two toy encoders registered here (a picture's colour, a
-sound's energy in three bands) and the run is a real checkpoint of the linear model kind whose
-towers are set by hand to known maps: red pictures <-> low tones, green <-> mid, blue <-> high.
-:mod:`tests.test_recommend` uses the same helpers.
+Media are generated; features come from the toy encoders and the hand-set linear run of
+:mod:`tests.fixtures.toy_index` (red pictures <-> low tones, green <-> mid, blue <-> high).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from itertools import pairwise
 from pathlib import Path
-from types import SimpleNamespace
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import mvpt
-
-from mvpt.cli import main
 from mvpt.clips import sliding_windows
-from mvpt.encoders.base import (
-    AudioEncoder,
-    EncoderInfo,
-    FrameEncoder,
-    get_encoder,
-    register,
-)
 from mvpt.errors import SearchIndexError, UsageError
 from mvpt.index import Index, build_index, open_index, rebuild_index, remove_items
 from mvpt.run import file_sha256
 from mvpt.store import FeatureStore
-from tests.fixtures.media_factory import write_video
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 220, 30), "blue": (30, 30, 220),
-           "orange": (200, 120, 40)}  # orange: between low and high, near no single window
-TONES_HZ = {"low": 200.0, "mid": 800.0, "high": 3200.0}
-BAND_EDGES_HZ = (0.0, 400.0, 1600.0, 8000.0)
-
-
-# ------------------------------------------------------------------------------ toy encoders
-class ToyFrameEncoder(FrameEncoder):
-    """Chromaticity of a picture: mean (R, G, B) share minus 1/3 (3-d)."""
-
-    name, version, dim = "toy-colour", "1", 3
-    image_size, resize_mode = (16, 16), "squash"
-
-    def preprocessing(self) -> dict:
-        return {"size": list(self.image_size)}
-
-    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
-        rgb = frames.reshape(len(frames), -1, 3).astype(np.float32).mean(axis=1)
-        return rgb / rgb.sum(axis=1, keepdims=True).clip(1e-6) - 1.0 / 3.0
-
-
-class ToyAudioEncoder(AudioEncoder):
-    """Share of a clip's energy below 400 Hz, 400-1600 Hz and above, minus 1/3 (3-d)."""
-
-    name, version, dim, sample_rate_hz = "toy-bands", "1", 3, 16000
-    calls: ClassVar[list[int]] = []
-
-    def preprocessing(self) -> dict:
-        return {"bands_hz": list(BAND_EDGES_HZ)}
-
-    def encode_clips(self, wave: np.ndarray, clip_bounds_s: np.ndarray) -> dict:
-        ToyAudioEncoder.calls.append(len(clip_bounds_s))
-        out = np.zeros((len(clip_bounds_s), 3), np.float32)
-        for i, (start, end) in enumerate(clip_bounds_s):
-            clip = wave[int(start * self.sample_rate_hz):int(end * self.sample_rate_hz)]
-            power = np.abs(np.fft.rfft(clip)) ** 2
-            freqs = np.fft.rfftfreq(len(clip), 1.0 / self.sample_rate_hz)
-            bands = [power[(freqs >= lo) & (freqs < hi)].sum()
-                     for lo, hi in pairwise(BAND_EDGES_HZ)]
-            out[i] = np.asarray(bands) / max(sum(bands), 1e-9) - 1.0 / 3.0
-        return {"embedding": out}
-
-
-def _info(cls, modality):
-    return lambda: EncoderInfo(cls.name, modality, cls.dim, cls.version, "test", True)
-
-
-register(ToyFrameEncoder.name, modality="video", factory=ToyFrameEncoder,
-         info=_info(ToyFrameEncoder, "video"))
-register(ToyAudioEncoder.name, modality="audio", factory=ToyAudioEncoder,
-         info=_info(ToyAudioEncoder, "audio"))
-
-
-def audio_calls() -> list[int]:
-    """Clips per call of the toy audio encoder the registry builds (pytest may import this
-    module twice, as test_index and tests.test_index; the last registration wins)."""
-    return type(get_encoder(ToyAudioEncoder.name)).calls
-
-
-# ------------------------------------------------------------------------------ runs and media
-def make_linear_run(run_dir: Path, *, video_map=None, audio_map=None) -> Path:
-    """A run folder whose best.pt is a linear-kind model with towers fixed by hand:
-    embedding = normalize(mean clip feature @ map) (identity maps by default)."""
-    from mvpt.models.checkpoint import make_checkpoint, save_checkpoint
-    from mvpt.models.factory import build_model, load_config
-
-    model = build_model(load_config("linear", name="toy-linear", d_joint=3),
-                        video_dim=3, audio_dim=3)
-    maps = {"video": np.eye(3) if video_map is None else video_map,
-            "audio": np.eye(3) if audio_map is None else audio_map}
-    with torch.no_grad():
-        for modality, matrix in maps.items():
-            getattr(model, f"proj_{modality}").copy_(torch.as_tensor(matrix, dtype=torch.float32))
-        model.correlations.fill_(1.0)
-        model.fitted.fill_(True)
-    features = {"clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30, "encoders": {
-        "video": {"name": ToyFrameEncoder.name, "version": "1", "dim": 3},
-        "audio": {"name": ToyAudioEncoder.name, "version": "1", "dim": 3}}}
-    save_checkpoint(run_dir / "best.pt", make_checkpoint(
-        model=model, features=features, run_config={"model": "linear"}, epoch=0, step=0,
-        history=[]))
-    return run_dir
-
-
-def write_music(path: Path, tones: list[str], *, section_s: float = 10.0) -> Path:
-    """An audio-only file playing ``tones`` (names of TONES_HZ) for ``section_s`` each."""
-    freqs = np.array([TONES_HZ[t] for t in tones])
-
-    def content(times_s: np.ndarray, channels: int) -> np.ndarray:
-        section = np.minimum((times_s // section_s).astype(int), len(freqs) - 1)
-        wave = 0.4 * np.sin(2 * np.pi * freqs[section] * times_s)
-        return np.repeat(wave[None, :], channels, axis=0).astype(np.float32)
-
-    return write_video(path, duration_s=section_s * len(tones), has_video=False,
-                       audio_content=content)
-
-
-def write_colour_video(path: Path, colours: list[str], *, section_s: float = 10.0,
-                       tones: list[str] | None = None, fps: float = 5.0) -> Path:
-    """A video showing ``colours`` for ``section_s`` each (with a soundtrack of ``tones``)."""
-    rgb = np.array([COLOURS[c] for c in colours], dtype=np.uint8)
-    freqs = np.array([TONES_HZ[t] for t in (tones or ["mid"] * len(colours))])
-
-    def frame(index: int, time_s: float, size) -> np.ndarray:
-        section = min(int(time_s // section_s), len(rgb) - 1)
-        return np.broadcast_to(rgb[section], (size[1], size[0], 3)).copy()
-
-    def sound(times_s: np.ndarray, channels: int) -> np.ndarray:
-        section = np.minimum((times_s // section_s).astype(int), len(freqs) - 1)
-        return np.repeat(0.4 * np.sin(2 * np.pi * freqs[section] * times_s)[None], channels,
-                         0).astype(np.float32)
-
-    return write_video(path, duration_s=section_s * len(colours), size=(32, 24), fps=fps,
-                       content=frame, audio_content=sound)
-
-
-LIBRARY = {  # track id -> tone per 10 s section
-    "low-high-mid": ["low", "high", "mid"],
-    "mid-mid": ["mid", "mid"],
-    "low-low-low": ["low", "low", "low"],
-    "high-low": ["high", "low"],
-    "mid-low-high-high": ["mid", "low", "high", "high"],
-}
-
-
-def write_library(folder: Path, names=None) -> list[Path]:
-    return [write_music(folder / f"{name}.m4a", LIBRARY[name]) for name in (names or LIBRARY)]
-
-
-@pytest.fixture(scope="session")
-def linear_run(tmp_path_factory) -> Path:
-    return make_linear_run(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="session")
-def library(tmp_path_factory) -> list[Path]:
-    return write_library(tmp_path_factory.mktemp("music"))
-
-
-def build(run, media, out, **kw):
-    """build_index with 10 s windows every 5 s (the settings these tests were written for),
-    unless others are given."""
-    kw = {"window_s": 10.0, "stride_s": 5.0, **kw}
-    return build_index(run, media, out, progress=False, decode_workers=0, **kw)
+from tests.fixtures.toy_index import audio_calls, build, make_linear_run, run_cli
 
 
 # ------------------------------------------------------------------------------ constructed vectors
@@ -446,17 +286,6 @@ def test_rebuild_as_another_kind_keeps_results(tmp_path, linear_run, library):
     index = open_index(tmp_path / "idx")
     assert manifest["search"]["kind"] == index.kind == "hnsw"
     assert [h.item_id for h in index.search(queries, top=5)] == [h.item_id for h in before]
-
-
-def run_cli(capsys, *args) -> SimpleNamespace:
-    """Run ``mvpt ARGS`` in this process (the toy encoders are registered here)."""
-    capsys.readouterr()
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
 
 def test_index_cli(tmp_path, linear_run, library, capsys):

@@ -1,7 +1,7 @@
 """Recommend: video -> music and music -> video with offsets, conditioning on example pictures,
 previews, CLI output and errors.
 
-Uses the toy encoders and the hand-set linear run of :mod:`tests.test_index` (red pictures <->
+Uses the toy encoders and the hand-set linear run of :mod:`tests.fixtures.toy_index` (red pictures <->
 low tones, green <-> mid, blue <-> high; an embedding is the normalised mean over a window).
 """
 
@@ -19,18 +19,11 @@ from mvpt.index import open_index
 from mvpt.preview import make_preview
 from mvpt.recommend import condition_queries, query_windows, recommend
 from tests.fixtures.media_factory import frame_index_from_image, write_video
-from tests.test_index import (  # noqa: F401  (library, linear_run: shared fixtures)
-    build,
-    library,
-    linear_run,
-    run_cli,
-    write_colour_video,
-    write_music,
-)
+from tests.fixtures.toy_index import build, run_cli, write_colour_video, write_music
 
 
 @pytest.fixture(scope="module")
-def music_index(tmp_path_factory, linear_run, library) -> Path:  # noqa: F811
+def music_index(tmp_path_factory, linear_run, library) -> Path:
     out = tmp_path_factory.mktemp("indexes") / "music"
     build(linear_run, library, out)
     return out
@@ -65,7 +58,7 @@ def test_long_query_matches_with_its_best_window(music_index, tmp_path):
     assert best.query_start_s == 10.0 and best.offset_s == 5.0
 
 
-def test_music_query_searches_a_video_index(tmp_path, linear_run):  # noqa: F811
+def test_music_query_searches_a_video_index(tmp_path, linear_run):
     videos = [write_colour_video(tmp_path / f"{name}.mp4", colours)
               for name, colours in [("red-blue-green", ["red", "blue", "green"]),
                                     ("green-green", ["green", "green"]),
@@ -99,7 +92,7 @@ def write_image(path: Path, rgb) -> Path:
 
 
 @pytest.fixture(scope="module")
-def blend_index(tmp_path_factory, linear_run):  # noqa: F811
+def blend_index(tmp_path_factory, linear_run):
     """Tracks for a green (mid-tone) query: pure mid windows, and one track whose every window
     blends mid and high tones (the attribute "blue" pictures stand for)."""
     folder = tmp_path_factory.mktemp("blend")
@@ -273,7 +266,7 @@ def test_cli_json_output_shape(music_index, green_blue_video, tmp_path, capsys):
     assert "0:15" in table.stdout and json.loads((tmp_path / "r.json").read_text())["hits"]
 
 
-def test_cli_bad_query_fails_with_one_line(music_index, tmp_path, library,  # noqa: F811
+def test_cli_bad_query_fails_with_one_line(music_index, tmp_path, library,
                                            capsys):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 50)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from mvpt.data import synth
+from mvpt.data.synth.writer import _duration_for
 from mvpt.errors import UsageError
+from tests.fixtures.speech import speech_like
 
 FPS = 12.0
 RATE_HZ = 16000
@@ -89,8 +91,8 @@ def test_equal_length_gives_every_video_one_duration(tmp_path):
 
 def test_equal_length_defaults_to_30_seconds(rng):
     assert synth.DEFAULT_DURATION_S == (20.0, 40.0)
-    assert synth._duration_for(synth.DEFAULT_DURATION_S, True, rng) == 30.0
-    drawn = [synth._duration_for(synth.DEFAULT_DURATION_S, False, rng) for _ in range(20)]
+    assert _duration_for(synth.DEFAULT_DURATION_S, True, rng) == 30.0
+    drawn = [_duration_for(synth.DEFAULT_DURATION_S, False, rng) for _ in range(20)]
     assert all(20.0 <= d <= 40.0 for d in drawn) and len(set(drawn)) == 20
 
 
@@ -265,10 +267,10 @@ def test_render_music_follows_section_loudness(rng):
 
 
 def test_speech_like_has_a_syllable_rhythm():
-    wave = synth.speech_like(8.0, RATE_HZ, 0)
+    wave = speech_like(8.0, RATE_HZ, 0)
     assert wave.dtype == np.float32 and wave.shape == (8 * RATE_HZ,)
     assert np.abs(wave).max() == pytest.approx(0.5, abs=1e-3)
-    np.testing.assert_array_equal(wave, synth.speech_like(8.0, RATE_HZ, 0))
+    np.testing.assert_array_equal(wave, speech_like(8.0, RATE_HZ, 0))
     envelope = np.sqrt((_per_second(wave, 160) ** 2).mean(axis=1))  # 100 Hz envelope
     modulation = np.abs(np.fft.rfft(envelope - envelope.mean()))
     rates_hz = np.fft.rfftfreq(envelope.size, 0.01)

@@ -1,6 +1,7 @@
 """Training: windows, cached-embedding gradients, learning on synthetic features, checkpoints,
 resume after a real kill, and torchrun data parallelism."""
 
+import importlib
 import json
 import logging
 import os
@@ -264,7 +265,7 @@ def test_window_length_is_no_cue_for_the_loss(policy, cue, tmp_path, rng):
 
 def interrupted_after(epoch: int, monkeypatch):
     """Make training stop (as if killed) right after ``epoch``'s checkpoint is written."""
-    import mvpt.train as train_module
+    train_module = importlib.import_module("mvpt.train")  # the module; mvpt.train is the function
 
     end_epoch = train_module._end_epoch
 

@@ -13,7 +13,8 @@ The stable Python API; the CLI and the HTTP server call these same functions::
 Heavy modules (torch, faiss) load on first use. Several API names are also module names
 (``mvpt.extract``, ``mvpt.train``, ``mvpt.index``, ``mvpt.recommend``): the package attribute is
 always the function, however often it is used and whichever modules were imported before; the
-modules stay importable by their full names (``from mvpt.index import open_index``).
+modules stay importable by their full names (``from mvpt.index import open_index``, or
+``importlib.import_module("mvpt.index")``; ``import mvpt.index as m`` gives the function).
 """
 
 import sys

@@ -31,13 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"mvpt.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mvpt.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.add_parser(sub)
+        # No ImportError is caught: a module missing from the package must not drop its command.
+        importlib.import_module(f"mvpt.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from mvpt import media
 from mvpt.clips import ClipConfig, clip_bounds, frame_times
-from mvpt.encoders.base import AudioEncoder, FrameEncoder, default_encoder_name, get_encoder
+from mvpt.encoders import AudioEncoder, FrameEncoder, default_encoder_name, get_encoder
 from mvpt.errors import MediaError, MvptError, UsageError
 from mvpt.splits import stable_split  # noqa: F401  (re-exported)
 from mvpt.store import FeatureStore, ItemResult

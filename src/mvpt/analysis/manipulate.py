@@ -294,36 +294,3 @@ def write_curve_report(result: dict, out_dir, *, ks=(1, 5, 10)) -> dict:
         twin.legend(loc="lower right")
     return write_report(out_dir, name=f"manipulate_{result['attribute']}", data=result,
                         markdown=curve_markdown(result, ks=ks), figure=fig)
-
-
-def add_curve_arguments(parser) -> None:
-    """Arguments and handler of `mvpt analyze manipulate`."""
-    parser.description = ("RUN STORE: re-extract each item's query modality from its media with "
-                          "an attribute changed by r and plot track-level recall against r.")
-    parser.add_argument("run", metavar="RUN")
-    parser.add_argument("store", metavar="STORE")
-    parser.add_argument("--attribute", choices=ATTRIBUTES, required=True)
-    parser.add_argument("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES),
-                        help="comma-separated change rates (default 0.5 to 1.5 by 0.125)")
-    parser.add_argument("--media-root", default=None,
-                        help="folder holding the media (default: the paths the store recorded)")
-    parser.add_argument("--max-items", type=int, default=None,
-                        help="use only the first N items of the split")
-    parser.add_argument("--which", choices=("best", "last"), default="best")
-    parser.set_defaults(func=_run_curve)
-
-
-def _run_curve(args) -> int:
-    from mvpt.commands.common import emit_json
-
-    try:
-        rates = [float(r) for r in args.rates.split(",")]
-    except ValueError:
-        raise UsageError(f"--rates must be comma-separated numbers, got {args.rates!r}") from None
-    result = manipulation_curve(args.run, args.store, attribute=args.attribute, rates=rates,
-                                split=args.split, which=args.which, media_root=args.media_root,
-                                max_items=args.max_items)
-    write_curve_report(result, args.out)
-    if not emit_json(args, result):
-        print(curve_markdown(result))
-    return 0

