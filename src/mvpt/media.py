@@ -329,6 +329,8 @@ def _open_media(
         raise MediaError(path, "empty file (0 bytes)")
     try:
         container = av.open(str(file), metadata_errors="replace", container_options=_OPEN_OPTIONS)
+    except av.ArgumentError:  # what FFmpeg answers to a demuxer off the allow-list
+        raise MediaError(path, f"not a media file of an allowed kind ({_ALLOWED_KINDS})") from None
     except av.FFmpegError as error:
         raise MediaError(
             path, f"not a media file, or damaged beyond reading ({_ffmpeg_reason(error)})"
@@ -344,6 +346,8 @@ def _open_media(
         container.close()
 
 
+_ALLOWED_KINDS = ("MP4/MOV, WebM/Matroska, AVI, MPEG-TS/PS, Ogg, MP3, WAV, FLAC, AAC, PNG, JPEG, "
+                  "WebP, BMP, GIF; playlists and lists of other files are refused")
 _OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(sorted(ALLOWED_FORMATS))}
 
 

@@ -2,8 +2,9 @@
 
 Failures raise :class:`ApiError` with a 4xx status and a message naming the file as the user
 called it (never the server's temporary path): 415 for a file that is not media at all (text
-renamed ``.mp4``), 422 for media that cannot serve as a query (empty, no picture, too short) and
-for fields out of range.
+renamed ``.mp4``, or a playlist naming other files), 413 for media over the decode limits (too
+long, frames too large, too many per second), 422 for media that cannot serve as a query (empty,
+no picture, too short) and for fields out of range.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvpt.errors import MediaError
-from mvpt.media import probe
+from mvpt.media import DecodeLimits, MediaLimitError, probe
 from mvpt.serve.errors import ApiError
 from mvpt.serve.upload import ReceivedForm, UploadedFile
 
@@ -35,8 +36,9 @@ class RecommendRequest:
         return [f.path for f in self.condition]
 
 
-def check_request(form: ReceivedForm) -> RecommendRequest:
-    """Validate the fields, then probe every file (blocking: call it from a worker thread)."""
+def check_request(form: ReceivedForm, *, limits: DecodeLimits | None = None) -> RecommendRequest:
+    """Validate the fields, then probe every file under ``limits`` (blocking: call it from a
+    worker thread)."""
     videos = form.files_of("video")
     if len(videos) != 1:
         raise ApiError(422, "send exactly one video file, in a form field named 'video' "
@@ -44,9 +46,9 @@ def check_request(form: ReceivedForm) -> RecommendRequest:
     top = _whole_number(form.fields.get("top", "10"), name="top", low=1, high=MAX_TOP)
     strength = _fraction(form.fields.get("strength", "0"), name="strength")
     condition = form.files_of("condition")
-    _check_media(videos[0], what="video", min_duration_s=MIN_VIDEO_S)
+    _check_media(videos[0], what="video", min_duration_s=MIN_VIDEO_S, limits=limits)
     for image in condition:
-        _check_media(image, what="condition image", min_duration_s=0.0)
+        _check_media(image, what="condition image", min_duration_s=0.0, limits=limits)
     return RecommendRequest(video=videos[0], top=top, condition=condition, strength=strength)
 
 
@@ -70,12 +72,15 @@ def _fraction(text: str, *, name: str) -> float:
     return value
 
 
-def _check_media(upload: UploadedFile, *, what: str, min_duration_s: float) -> None:
+def _check_media(upload: UploadedFile, *, what: str, min_duration_s: float,
+                 limits: DecodeLimits | None) -> None:
     name = upload.filename or what
     if upload.size_bytes == 0:
         raise ApiError(422, f"the {what} '{name}' is empty (0 bytes)")
     try:
-        info = probe(upload.path)
+        info = probe(upload.path, limits=limits)
+    except MediaLimitError as exc:
+        raise ApiError(413, f"the {what} '{name}' is too much for this server: {exc.reason}") from None
     except MediaError as exc:
         raise ApiError(415, f"the {what} '{name}' is not a media file the server can read "
                             f"({exc.reason})") from None
