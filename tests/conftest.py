@@ -18,3 +18,12 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     summary = run_demo(out, DemoSettings.tiny(), progress=False, quiet=True)
     return summary
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory):
+    """A small real music index (20 generated soundtracks of 10 s, offline encoders, a linear run
+    fitted on them), built once per test session in about half a minute."""
+    from tests.fixtures.tiny_run import build_tiny_index
+
+    return build_tiny_index(tmp_path_factory.mktemp("tiny-run"))
