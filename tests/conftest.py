@@ -22,8 +22,8 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_index(tmp_path_factory):
-    """A small real music index (20 generated soundtracks of 10 s, offline encoders, a linear run
-    fitted on them), built once per test session in about half a minute."""
+    """A small real music index (8 generated soundtracks of 8 s, offline encoders, a linear run
+    fitted on them), built once per test session (see tests/fixtures/tiny_run.py)."""
     from tests.fixtures.tiny_run import build_tiny_index
 
     return build_tiny_index(tmp_path_factory.mktemp("tiny-run"))
