@@ -66,9 +66,16 @@ def _worker_main(conn, settings: WorkerSettings) -> None:
         try:
             answer = ("ok", fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001 (every failure goes back as one line)
-            answer = ("error", _error_kind(exc), f"{type(exc).__name__}: {exc}"
-                      if _error_kind(exc) == "bug" else str(exc))
+            answer = ("error", _error_kind(exc), _one_line(exc, settings))
         conn.send(answer)
+
+
+def _one_line(exc: BaseException, settings: WorkerSettings) -> str:
+    kind = _error_kind(exc)
+    if kind == "memory":
+        return f"it needed more than the worker's {settings.memory_bytes / 2**20:.0f} MB of memory"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if kind == "bug" else text
 
 
 class _Worker:
@@ -116,7 +123,8 @@ class WorkerPool:
         except (EOFError, OSError, BrokenPipeError):
             self._retire(worker)
             raise WorkerError("memory", "the worker stopped (it ran out of its "
-                                        f"{self.settings.memory_bytes / 2**20:.0f} MB or crashed)") from None
+                                        f"{self.settings.memory_bytes / 2**20:.0f} MB of memory, "
+                                        "or crashed)") from None
         except BaseException:
             self._retire(worker)
             raise
