@@ -189,7 +189,8 @@ async def recommend(request: Request) -> dict:
     try:
         form = await receive_form(request, dest_dir=query.folder, max_bytes=server.max_upload_bytes)
         limits = server.runner.settings.limits
-        asked: RecommendRequest = await anyio.to_thread.run_sync(partial(check_request, form, limits=limits))
+        checking = partial(check_request, form, limits=limits, run=server.runner.call)
+        asked: RecommendRequest = await anyio.to_thread.run_sync(checking, limiter=server.recommend_limiter)
         call = partial(server.runner.call, server.engine.recommend, server.index_dir, asked.video.path,
                        top=asked.top, condition_images=asked.condition_paths or None,
                        strength=asked.strength)
