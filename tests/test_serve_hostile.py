@@ -220,7 +220,7 @@ def test_unreadable_tracks_are_reported_at_start_in_one_line_and_in_health(tiny_
     app = create_app(tiny_index, work_dir=tmp_path, isolate=False, engine=engine)
     lost = str(real_items(tiny_index)["item_id"].iloc[0])
     line = missing_tracks_line(app.state.server)
-    assert line.count("\n") == 0 and f"1 of 8 indexed tracks cannot be read" in line and lost in line
+    assert line.count("\n") == 0 and "1 of 8 indexed tracks cannot be read" in line and lost in line
     assert str(tmp_path) not in line
     with TestClient(app, base_url=BASE_URL) as client:
         health = client.get("/api/health").json()
