@@ -207,8 +207,8 @@ def test_a_killed_servers_folder_is_swept_at_start(tiny_index, tmp_path):
     app.state.server.close()
 
 
-def test_unreadable_tracks_are_reported_at_start_in_one_line_and_in_health(tiny_index, tmp_path):
-    from mvpt.serve.api import missing_tracks_line
+def test_unreadable_tracks_are_reported_at_start_in_one_line_and_in_health(tiny_index, tmp_path, capsys):
+    from mvpt.serve.api import missing_tracks_line, print_missing_tracks
     from mvpt.serve.engine import load_index_items as real_items
 
     def items_with_a_lost_file(index_dir):
@@ -222,6 +222,8 @@ def test_unreadable_tracks_are_reported_at_start_in_one_line_and_in_health(tiny_
     line = missing_tracks_line(app.state.server)
     assert line.count("\n") == 0 and "1 of 8 indexed tracks cannot be read" in line and lost in line
     assert str(tmp_path) not in line
+    print_missing_tracks(app)  # what `mvpt serve` does at start
+    assert capsys.readouterr().err == line + "\n"
     with TestClient(app, base_url=BASE_URL) as client:
         health = client.get("/api/health").json()
         assert health["missing_tracks"] == {"count": 1, "ids": [lost]}

@@ -58,6 +58,7 @@ from mvpt.serve.worker import InlineRunner, WorkerError, WorkerPool, WorkerSetti
 PREVIEW_FADE_S = 0.5
 STATIC_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_LISTED = 100  # unreadable track ids listed by /api/health (all are counted)
 _STATUS_OF = {"limit": 413, "memory": 413, "timeout": 422, "media": 422, "usage": 422,
               "pipeline": 503, "bug": 500}
 
@@ -176,7 +177,7 @@ async def health(request: Request) -> dict:
     server = _server(request)
     limits = server.runner.settings.limits
     return {"status": "ok", "tracks": len(server.tracks),
-            "missing_tracks": {"count": len(server.missing), "ids": server.missing},
+            "missing_tracks": {"count": len(server.missing), "ids": server.missing[:MAX_LISTED]},
             "max_upload_mb": round(server.max_upload_bytes / 2**20, 1),
             "limits": {"max_duration_s": limits.max_duration_s, "max_pixels": limits.max_pixels,
                        "max_fps": limits.max_fps, "timeout_s": server.runner.settings.timeout_s}}
