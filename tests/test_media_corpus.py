@@ -80,7 +80,7 @@ def warm_torch_pool(torch_pool, corpus, tiny_index):
         bounded = torch_pool.settings
         torch_pool.settings = dataclasses.replace(bounded, timeout_s=600.0)
         try:
-            torch_pool.call(engines.recommend_for, corpus["short"].path, tiny_index)
+            torch_pool.call(engines.recommend_for, corpus["audio_48k"].path, tiny_index)
         finally:
             torch_pool.settings = bounded
     return torch_pool
