@@ -8,7 +8,7 @@ code counts, the server's RSS at start, middle and end, and the temporary files 
 server stops (there should be none). Figures only; nothing is asserted.
 
     python benchmarks/load_serve.py --index INDEX [--video FILE] [--clients 16] [--duration 30]
-    python benchmarks/load_serve.py        # dry run: a stand-in engine over a generated index
+    python benchmarks/load_serve.py        # over a tiny real run built first (tests/fixtures/tiny_run.py)
 """
 
 from __future__ import annotations
@@ -30,16 +30,14 @@ import httpx
 import numpy as np
 
 HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     args = parse_args()
-    if args.serve_standin:
-        serve_standin(args)
-        return
     with tempfile.TemporaryDirectory(prefix="mvpt-load-") as scratch:
         scratch = Path(scratch)
-        index = args.index or build_standin_index(scratch / "index")
+        index = args.index or build_tiny_index(scratch / "tiny")
         video = args.video or build_query_video(scratch / "query")
         work_dir = scratch / "work"
         work_dir.mkdir()
@@ -56,7 +54,7 @@ def main() -> None:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--index", type=Path, help="index folder to serve (default: a stand-in one)")
+    ap.add_argument("--index", type=Path, help="index folder to serve (default: a tiny real run's)")
     ap.add_argument("--video", type=Path, help="query video to upload (default: a generated 10 s one)")
     ap.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
@@ -65,33 +63,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-requests", type=int, default=5000, help="stop after this many (default 5000)")
     ap.add_argument("--max-queries", type=int, help="the server's --max-queries (default: twice the "
                     "clients, so a client's query outlives the others' until it fetches its preview)")
-    ap.add_argument("--serve-standin", type=Path, metavar="INDEX", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--work-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.max_queries = args.max_queries or 2 * args.clients
     return args
 
 
 # ------------------------------------------------------------------------------ the server
-def serve_standin(args) -> None:
-    """Run as the server process for a dry run: the app over the stand-in engine."""
-    import uvicorn
-
-    from mvpt.serve import create_app
-    from mvpt.serve.standin import standin_engine
-
-    app = create_app(args.serve_standin, work_dir=args.work_dir, max_queries=args.max_queries,
-                     engine=standin_engine())
-    uvicorn.run(app, host=HOST, port=args.port, log_level="warning")
-
-
-def start_server(args, *, index: Path, port: int, work_dir: Path) -> subprocess.Popen:
-    common = ["--port", str(port), "--work-dir", str(work_dir), "--max-queries", str(args.max_queries)]
-    if args.index:
-        command = [sys.executable, "-m", "mvpt.cli", "serve", str(index), "--host", HOST, *common]
-    else:
-        command = [sys.executable, __file__, "--serve-standin", str(index), *common]
+def start_server(args, *, index: Path, port: int, work_dir: Path, extra: tuple[str, ...] = ()
+                 ) -> subprocess.Popen:
+    """``mvpt serve`` on ``port``; returns once /api/health answers."""
+    command = [sys.executable, "-m", "mvpt.cli", "serve", str(index), "--host", HOST, "--port",
+               str(port), "--work-dir", str(work_dir), "--max-queries", str(args.max_queries), *extra]
     server = subprocess.Popen(command)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -204,7 +186,7 @@ async def run_load(args, *, base: str, video: Path, pid: int, work_dir: Path) ->
 # ------------------------------------------------------------------------------ reporting
 def print_report(args, report: dict, *, index: Path, video: Path) -> None:
     tally: Tally = report["tally"]
-    print(f"index: {index}{'' if args.index else ' (stand-in engine)'}; video: {video.name} "
+    print(f"index: {index}{'' if args.index else ' (tiny real run)'}; video: {video.name} "
           f"({video.stat().st_size / 1e6:.2f} MB); {args.clients} clients, {os.cpu_count()} CPU cores")
     print(f"requests: {tally.requests} in {report['wall_s']:.1f} s "
           f"({tally.requests / report['wall_s']:.1f} per s)")
@@ -225,11 +207,12 @@ def print_report(args, report: dict, *, index: Path, video: Path) -> None:
 
 
 # -------------------------------------------------------------------------- generated media
-def build_standin_index(folder: Path) -> Path:
-    from mvpt.serve.standin import write_standin_index
+def build_tiny_index(folder: Path) -> Path:
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.tiny_run import build_tiny_index as build
 
-    print("building a stand-in index (6 tracks of 30 s)...", flush=True)
-    return write_standin_index(folder, n_tracks=6, duration_s=30.0)
+    print("building a tiny real run and its index (8 soundtracks of 8 s)...", flush=True)
+    return build(folder)
 
 
 def build_query_video(folder: Path) -> Path:

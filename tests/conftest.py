@@ -34,3 +34,12 @@ def library(tmp_path_factory):
     from tests.fixtures.toy_index import write_library
 
     return write_library(tmp_path_factory.mktemp("music"))
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory):
+    """A small real music index (8 generated soundtracks of 8 s, offline encoders, a linear run
+    fitted on them), built once per test session (see tests/fixtures/tiny_run.py)."""
+    from tests.fixtures.tiny_run import build_tiny_index
+
+    return build_tiny_index(tmp_path_factory.mktemp("tiny-run"))

@@ -488,3 +488,68 @@ def test_corrupt_data_behind_a_good_header_raises_media_error(tmp_path):
     ):
         with pytest.raises(MediaError, match=re.escape(str(damaged)) + r": .*corrupt"):
             call()
+
+
+# --- decode limits and the container allow-list (issue 12) -------------------------------------
+
+
+def test_a_playlist_naming_a_local_file_is_refused_before_it_is_read(tmp_path):
+    secret = write_video(tmp_path / "secret.mp4", duration_s=1.0)
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n{secret}\n#EXT-X-ENDLIST\n")
+    concat = tmp_path / "list.txt"
+    concat.write_text(f"ffconcat version 1.0\nfile '{secret}'\n")
+    for path in (playlist, concat):
+        with pytest.raises(MediaError, match="not a media file of an allowed kind"):
+            probe(path)
+        with pytest.raises(MediaError, match="allowed kind"):
+            read_frames(path, [0.0])
+
+
+def test_header_limits_refuse_long_large_and_fast_files(tmp_path):
+    from mvpt.media import DecodeLimits, MediaLimitError
+
+    video = write_video(tmp_path / "v.mp4", duration_s=3.0, size=(64, 48), fps=10.0)
+    for limits, reason in [(DecodeLimits(max_duration_s=2.0), "lasts 3 s, over the limit of 2 s"),
+                           (DecodeLimits(max_pixels=64 * 47), "frames of 64x48 pixels"),
+                           (DecodeLimits(max_fps=5.0), "10 frames per second, over the limit of 5")]:
+        for read in (lambda: probe(video, limits=limits),
+                     lambda: read_frames(video, [0.0], limits=limits),
+                     lambda: read_audio(video, sample_rate_hz=16000, limits=limits)):
+            with pytest.raises(MediaLimitError, match=reason):
+                read()
+    assert probe(video, limits=DecodeLimits(max_duration_s=3.5)).duration_s == pytest.approx(3.0, abs=0.1)
+
+
+def test_the_frame_array_asked_for_is_bounded_before_it_is_made(tmp_path):
+    from mvpt.media import DecodeLimits, MediaLimitError
+
+    video = write_video(tmp_path / "v.mp4", duration_s=1.0)
+    with pytest.raises(MediaLimitError, match="passed the limit of 100 MB"):
+        read_frames(video, [0.0] * 1000, size=(1000, 1000), limits=DecodeLimits(max_decoded_bytes=100 * 2**20))
+
+
+def test_decoding_stops_when_data_passes_the_length_limit_a_header_did_not_state(tmp_path):
+    """A Matroska file written through a pipe has no duration in its header; the reader counts
+    the decoded time itself."""
+    import dataclasses
+
+    from mvpt.media import DecodeLimits, MediaLimitError
+
+    piped = write_video(tmp_path / "piped.mkv", duration_s=4.0, seekable=False)
+    short_claim = dataclasses.replace(probe(piped), duration_s=1.0)  # as a lying index would say
+    with pytest.raises(MediaLimitError, match="decoded data passes 2 s"):
+        read_audio(piped, sample_rate_hz=16000, info=short_claim, limits=DecodeLimits(max_duration_s=2.0))
+
+
+def test_set_decode_limits_is_the_default_of_every_reader(tmp_path):
+    from mvpt.media import DEFAULT_LIMITS, DecodeLimits, MediaLimitError, decode_limits, set_decode_limits
+
+    video = write_video(tmp_path / "v.mp4", duration_s=2.0)
+    previous = set_decode_limits(DecodeLimits(max_duration_s=1.0))
+    try:
+        with pytest.raises(MediaLimitError):
+            probe(video)
+    finally:
+        set_decode_limits(previous)
+    assert decode_limits() is DEFAULT_LIMITS and probe(video).duration_s == pytest.approx(2.0, abs=0.1)

@@ -1,4 +1,7 @@
-"""The HTTP API (mvpt.serve) over a stand-in engine and a small index of real media files."""
+"""The HTTP API (mvpt.serve) over a small real index (a linear run fitted on generated music
+videos, offline encoders); see tests/fixtures/tiny_run.py. Most tests run the pipeline in the
+test's own process (``isolate=False``); tests/test_serve_hostile.py covers the worker processes.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +17,22 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from fixtures.media_factory import write_video  # pytest puts tests/ on sys.path
 from starlette.requests import Request
 
 from mvpt.errors import MediaError, StoreError
 from mvpt.serve import create_app
+from mvpt.serve.engine import default_engine, load_index_items
 from mvpt.serve.errors import ApiError
 from mvpt.serve.ranges import range_problem
-from mvpt.serve.standin import standin_engine, write_standin_index
 from mvpt.serve.upload import receive_form
+from tests.fixtures.media_factory import write_video
+
+BASE_URL = "http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory) -> Path:
-    """Four tracks of 8 s: two synthetic music videos (MP4), two WAV songs."""
-    return write_standin_index(tmp_path_factory.mktemp("index"), n_tracks=4, duration_s=8.0)
+def index_dir(tiny_index) -> Path:
+    return tiny_index
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +45,29 @@ def work_dir(tmp_path) -> Path:
     return tmp_path / "work"
 
 
+def open_client(app) -> TestClient:
+    return TestClient(app, base_url=BASE_URL)
+
+
 @pytest.fixture
 def make_client(index_dir, work_dir):
-    """Opens TestClients (lifespan included) on apps over the stand-in index; closes them after."""
+    """Opens TestClients (lifespan included) on apps over the tiny index; closes them after."""
     work_dir.mkdir(exist_ok=True)
     clients = []
 
     def make(**options) -> TestClient:
-        options.setdefault("engine", standin_engine())
-        client = TestClient(create_app(index_dir, work_dir=work_dir, **options))
+        options.setdefault("isolate", False)
+        client = open_client(create_app(index_dir, work_dir=work_dir, **options))
         clients.append(client.__enter__())
         return client
 
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+def with_recommend(fn):
+    return dataclasses.replace(default_engine(), recommend=fn)
 
 
 def post_video(client, path: Path, *, name: str | None = None, data=None, extra_files=()):
@@ -72,10 +84,8 @@ def query_folders(client) -> list[Path]:
     return sorted(root.iterdir()) if root.exists() else []
 
 
-def track_row(index_dir: Path, suffix: str) -> dict:
-    items = pd.read_parquet(index_dir / "items.parquet")
-    row = items[items["path"].str.endswith(suffix)].iloc[0].to_dict()
-    return {**row, "file": index_dir / row["path"]}
+def a_track(index_dir: Path) -> dict:
+    return load_index_items(index_dir).iloc[0].to_dict()
 
 
 def write_png(path: Path) -> Path:
@@ -95,10 +105,14 @@ def audio_url(item_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ basics
-def test_health_reports_the_index_and_its_track_count(make_client, index_dir):
+def test_health_reports_the_track_count_and_no_server_path(make_client, index_dir):
     answer = make_client().get("/api/health")
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "index": str(index_dir), "tracks": 4, "max_upload_mb": 200.0}
+    body = answer.json()
+    assert (body["status"], body["tracks"], body["max_upload_mb"]) == ("ok", 8, 200.0)
+    assert body["missing_tracks"] == {"count": 0, "ids": []}
+    assert body["limits"]["max_duration_s"] == 900.0
+    assert str(index_dir.parent) not in answer.text and "/tmp" not in answer.text
 
 
 def test_page_and_its_static_files_are_served(make_client):
@@ -127,9 +141,11 @@ def test_upload_returns_the_ranked_list_with_urls(make_client, query_video):
         assert row["audio_url"] == audio_url(row["item_id"])
         assert row["preview_url"] == f"/api/previews/{body['query_id']}/{row['rank']}"
         assert 0 <= row["offset_s"] <= row["end_s"] <= 8.0
+        assert "path" not in row and "source_path" not in row
+    assert "/tmp" not in answer.text  # neither the library's paths nor the upload's
     folders = query_folders(client)
     assert [f.name for f in folders] == [body["query_id"]]
-    assert [f.name for f in folders[0].iterdir()] == ["upload-0.mp4"]
+    assert [f.name for f in folders[0].iterdir()] == ["upload-0"]  # never the client's suffix
 
 
 def test_options_reach_recommend_and_condition_images_are_deleted_after(make_client, query_video, tmp_path):
@@ -138,9 +154,9 @@ def test_options_reach_recommend_and_condition_images_are_deleted_after(make_cli
     def recording(index_dir, query_path, **options):
         images = options["condition_images"] or []
         calls.append({**options, "exist": [Path(p).is_file() for p in images]})
-        return standin_engine().recommend(index_dir, query_path, **options)
+        return default_engine().recommend(index_dir, query_path, **options)
 
-    client = make_client(engine=dataclasses.replace(standin_engine(), recommend=recording))
+    client = make_client(engine=with_recommend(recording))
     image = write_png(tmp_path / "guitar.png")
     images = [("condition", (f"guitar{i}.png", image.read_bytes(), "image/png")) for i in range(2)]
     answer = post_video(client, query_video, data={"top": "2", "strength": "0.5"}, extra_files=images)
@@ -148,7 +164,7 @@ def test_options_reach_recommend_and_condition_images_are_deleted_after(make_cli
     assert len(answer.json()["results"]) == 2
     assert calls == [{"top": 2, "strength": 0.5, "condition_images": calls[0]["condition_images"],
                       "exist": [True, True]}]
-    assert [f.name for f in query_folders(client)[0].iterdir()] == ["upload-0.mp4"]
+    assert [f.name for f in query_folders(client)[0].iterdir()] == ["upload-0"]
 
 
 def test_oversized_upload_is_refused_with_413_and_leaves_nothing(make_client, tmp_path):
@@ -179,7 +195,7 @@ def test_size_limit_is_checked_while_the_body_streams_in(tmp_path):
         asyncio.run(receive_form(Request(scope, receive), dest_dir=tmp_path, max_bytes=55_000))
     assert caught.value.status == 413
     assert len(pulled) == 7  # 6 chunks fit in 55,000 bytes; the 7th passes the limit
-    assert (tmp_path / "upload-0.mp4").stat().st_size < 55_000
+    assert (tmp_path / "upload-0").stat().st_size < 55_000
 
 
 @pytest.mark.parametrize("case, status, message", [
@@ -218,15 +234,15 @@ def test_pipeline_errors_become_422_naming_the_upload_503_or_500(make_client, qu
     def refuse(index_dir, query_path, **_):
         raise MediaError(query_path, "video stream ends after 0.2 s")
 
-    client = make_client(engine=dataclasses.replace(standin_engine(), recommend=refuse))
+    client = make_client(engine=with_recommend(refuse))
     answer = post_video(client, query_video, name="holiday.mp4")
     assert answer.status_code == 422
-    assert answer.json() == {"error": "holiday.mp4: video stream ends after 0.2 s"}
+    assert answer.json() == {"error": "cannot recommend for this upload: holiday.mp4: video stream ends after 0.2 s"}
 
     def broken_index(*_, **__):
         raise StoreError("/srv/index: unreadable manifest")
 
-    client = make_client(engine=dataclasses.replace(standin_engine(), recommend=broken_index))
+    client = make_client(engine=with_recommend(broken_index))
     answer = post_video(client, query_video)
     assert answer.status_code == 503
     assert answer.json()["error"].endswith("/srv/index: unreadable manifest")
@@ -234,8 +250,8 @@ def test_pipeline_errors_become_422_naming_the_upload_503_or_500(make_client, qu
     def crash(*_, **__):
         raise RuntimeError("bug")
 
-    client = make_client(engine=dataclasses.replace(standin_engine(), recommend=crash))
-    client_500 = TestClient(client.app, raise_server_exceptions=False)
+    client = make_client(engine=with_recommend(crash))
+    client_500 = TestClient(client.app, raise_server_exceptions=False, base_url=BASE_URL)
     answer = post_video(client_500, query_video)
     assert answer.status_code == 500 and "internal server error" in answer.json()["error"]
     assert query_folders(client) == []
@@ -248,13 +264,13 @@ def test_recommend_runs_in_a_worker_thread_not_on_the_event_loop(index_dir, quer
     def slow(index_dir, query_path, **options):
         started.set()
         assert release.wait(timeout=30)
-        return standin_engine().recommend(index_dir, query_path, **options)
+        return default_engine().recommend(index_dir, query_path, **options)
 
-    app = create_app(index_dir, work_dir=work_dir, engine=dataclasses.replace(standin_engine(), recommend=slow))
+    app = create_app(index_dir, work_dir=work_dir, engine=with_recommend(slow), isolate=False)
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             files = {"video": ("clip.mp4", query_video.read_bytes(), "video/mp4")}
             pending = asyncio.create_task(client.post("/api/recommend", files=files))
             while not started.is_set():
@@ -268,31 +284,16 @@ def test_recommend_runs_in_a_worker_thread_not_on_the_event_loop(index_dir, quer
     app.state.server.close()
 
 
-def test_the_pipelines_recommendation_is_served_in_the_contract_shape(make_client, index_dir, query_video):
-    """mvpt.recommend's Recommendation (hits of WindowHit) becomes {"results": [...]} with URLs."""
-    from mvpt.index import WindowHit
-    from mvpt.recommend import Recommendation
-
-    wav = track_row(index_dir, ".wav")
-
-    def real_shaped(index_dir, query_path, **options):
-        hit = WindowHit(rank=1, item_id=wav["item_id"], title="Song", source_path=str(wav["file"]),
-                        score=0.42, offset_s=6.0, window_start_s=5.0, window_end_s=8.0,
-                        query_start_s=0.0, query_end_s=3.0, item_duration_s=8.0)
-        return Recommendation(
-            query_path=str(query_path), query_modality="video", index_path=str(index_dir),
-            index_modality="music", query_duration_s=3.0, query_windows_s=[(0.0, 3.0)], hits=[hit],
-            condition={"images": [str(query_path)], "strength": 0.3})
-
-    client = make_client(engine=dataclasses.replace(standin_engine(), recommend=real_shaped))
-    body = post_video(client, query_video).json()
+def test_a_real_recommendation_is_served_with_playable_urls(make_client, index_dir, query_video):
+    client = make_client()
+    body = post_video(client, query_video, data={"top": "20"}).json()
     assert "mvpt-serve" not in str(body)
-    assert (body["query"], body["direction"], body["condition"]) == ("clip.mp4", "video_to_music",
-                                                                     {"images": 1, "strength": 0.3})
-    [row] = body["results"]
-    assert {k: row[k] for k in ("rank", "item_id", "title", "path", "offset_s", "end_s", "score")} == {
-        "rank": 1, "item_id": wav["item_id"], "title": "Song", "path": str(wav["file"]),
-        "offset_s": 6.0, "end_s": 8.0, "score": 0.42}  # end: 6 + 3 s of query, within the 8 s track
+    rows = body["results"]
+    assert len(rows) == 8 and len({row["item_id"] for row in rows}) == 8  # every track, once
+    assert set(load_index_items(index_dir)["item_id"]) == {row["item_id"] for row in rows}
+    assert body["query_duration_s"] == pytest.approx(3.0, abs=0.1)
+    row = rows[0]
+    assert row["end_s"] == pytest.approx(min(row["offset_s"] + 3.0, row["item_duration_s"]), abs=0.01)
     assert client.get(row["audio_url"]).status_code == 200
     assert client.get(row["preview_url"]).status_code == 200
 
@@ -313,15 +314,15 @@ def test_items_table_from_an_index_window_table():
 
 # ---------------------------------------------------------------------------------- audio
 def test_audio_range_request_returns_206_with_the_exact_bytes(make_client, index_dir):
-    track = track_row(index_dir, ".wav")
-    data = track["file"].read_bytes()
+    track = a_track(index_dir)
     client = make_client()
+    data = client.get(audio_url(track["item_id"])).content
     answer = client.get(audio_url(track["item_id"]), headers={"Range": "bytes=100-199"})
     assert answer.status_code == 206
     assert answer.content == data[100:200]
     assert answer.headers["content-range"] == f"bytes 100-199/{len(data)}"
     assert answer.headers["accept-ranges"] == "bytes"
-    assert answer.headers["content-type"] == "audio/wav"
+    assert answer.headers["content-type"] == "audio/webm"
     tail = client.get(audio_url(track["item_id"]), headers={"Range": "bytes=-10"})
     assert tail.status_code == 206 and tail.content == data[-10:]
     whole = client.get(audio_url(track["item_id"]))
@@ -331,12 +332,14 @@ def test_audio_range_request_returns_206_with_the_exact_bytes(make_client, index
 @pytest.mark.parametrize("header, status", [("bytes=999999999-", 416), ("bytes=50-10", 416),
                                             ("bytes=-0", 416), ("pages=1-2", 400), ("bytes=a-b", 400)])
 def test_bad_ranges_are_refused(make_client, index_dir, header, status):
-    track = track_row(index_dir, ".wav")
-    answer = make_client().get(audio_url(track["item_id"]), headers={"Range": header})
+    track = a_track(index_dir)
+    client = make_client()
+    size = len(client.get(audio_url(track["item_id"])).content)
+    answer = client.get(audio_url(track["item_id"]), headers={"Range": header})
     assert answer.status_code == status
     assert "error" in answer.json()
     if status == 416:
-        assert answer.headers["content-range"] == f"bytes */{track['file'].stat().st_size}"
+        assert answer.headers["content-range"] == f"bytes */{size}"
 
 
 def test_range_problem_against_http_rules():
@@ -350,7 +353,7 @@ def test_range_problem_against_http_rules():
 
 
 def test_a_music_video_track_is_transcoded_once_to_audio_only_webm(make_client, index_dir):
-    track = track_row(index_dir, ".mp4")
+    track = a_track(index_dir)
     client = make_client()
     first = client.get(audio_url(track["item_id"]))
     assert first.status_code == 200 and first.headers["content-type"] == "audio/webm"
@@ -386,9 +389,9 @@ def test_preview_is_a_webm_made_once_and_served_with_ranges(make_client, query_v
 
     def counting(*args, **options):
         made.append(options)
-        return standin_engine().make_preview(*args, **options)
+        return default_engine().make_preview(*args, **options)
 
-    client = make_client(engine=dataclasses.replace(standin_engine(), make_preview=counting))
+    client = make_client(engine=dataclasses.replace(default_engine(), make_preview=counting))
     body = post_video(client, query_video, data={"top": "2"}).json()
     url = body["results"][1]["preview_url"]
     whole = client.get(url)
@@ -399,7 +402,7 @@ def test_preview_is_a_webm_made_once_and_served_with_ranges(make_client, query_v
     preview_file = query_folders(client)[0] / "preview-2.webm"
     with av.open(str(preview_file)) as container:
         kinds = {s.type: s.codec_context.name for s in container.streams}
-        assert kinds == {"video": "vp8", "audio": "opus"}
+        assert kinds == {"video": "vp9", "audio": "opus"}
         assert container.duration / 1e6 == pytest.approx(3.0, abs=0.1)
     assert client.get(f"/api/previews/{body['query_id']}/3").status_code == 404
     assert client.get(f"/api/previews/{body['query_id']}/x").status_code == 422
@@ -434,7 +437,7 @@ def test_a_query_being_previewed_is_kept_past_the_bound_until_sent(make_client, 
 
 def test_shutdown_removes_every_temporary_file(index_dir, query_video, work_dir):
     work_dir.mkdir()
-    with TestClient(create_app(index_dir, work_dir=work_dir, engine=standin_engine())) as client:
+    with open_client(create_app(index_dir, work_dir=work_dir, isolate=False)) as client:
         body = post_video(client, query_video).json()
         assert client.get(body["results"][0]["preview_url"]).status_code == 200
         assert client.get(body["results"][0]["audio_url"]).status_code == 200

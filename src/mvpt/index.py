@@ -225,8 +225,15 @@ class WindowHit:
     query_end_s: float
     item_duration_s: float
 
+    @property
+    def aligned_start_s(self) -> float:
+        """Where to start the item beside the query played from 0 s so that the best windows
+        line up; negative: the item enters that many seconds late (``offset_s`` is this, but
+        never below 0, for playing the item alone)."""
+        return self.window_start_s - self.query_start_s
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "aligned_start_s": self.aligned_start_s}
 
 
 class Index:

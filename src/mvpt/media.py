@@ -11,6 +11,14 @@ Every failure raises :class:`~mvpt.errors.MediaError` naming the file and a shor
 or FFmpeg exception escapes. Wrong arguments (a size of zero, an unknown resize mode) raise
 :class:`~mvpt.errors.UsageError`.
 
+Hostile files: every reader opens a file only with FFmpeg's ``file`` protocol and only with the
+demuxers of :data:`ALLOWED_FORMATS` (MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, Ogg, common audio and
+still images); a playlist (HLS, concat) or any demuxer that opens other files is refused before it
+reads them. :class:`DecodeLimits` bound the length, pixels per frame, frame rate and decoded bytes
+a file may ask for: checked from the headers when a file is opened, and again while decoding
+(headers can lie), raising :class:`MediaLimitError`. Each function takes ``limits=``; without it
+the process's limits apply (:func:`set_decode_limits`, generous :data:`DEFAULT_LIMITS` unless set).
+
 Truncated and corrupt files: a reader returns data only for what really decodes. When the data
 stops before the requested time (or, without ``end_s``, before the end) *and* before the length the
 file's header promises, more than ``TRUNCATION_TOLERANCE_S`` short, it raises
@@ -49,6 +57,97 @@ _RESAMPLER_LEAD_S = 0.05  # audio resampled before start_s / after end_s, so the
 # to sum to 1 so that a full-scale input never leaves [-1, 1].
 _DOWNMIX_OPTIONS = {"rematrix_maxval": "1.0"}
 
+ALLOWED_FORMATS = frozenset({
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2",  # one demuxer, named by all its formats
+    "matroska", "webm", "avi", "mpegts", "mpeg", "ogg",
+    "mp3", "wav", "flac", "aac", "w64", "aiff",
+    "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "gif",
+})
+"""FFmpeg demuxers a file may be opened with: none of them opens another file or a URL."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one file may ask of the decoder; a file past any of them raises MediaLimitError.
+
+    ``max_duration_s``: the media's length (header, then decoded timestamps); ``max_pixels``: one
+    frame's width x height; ``max_fps``: the frame rate (header, then frames decoded per second
+    of timeline); ``max_decoded_bytes``: the bytes one read holds (the frames it returns, the
+    samples it decodes).
+    """
+
+    max_duration_s: float = 6 * 3600.0
+    max_pixels: int = 8192 * 4320
+    max_fps: float = 1000.0
+    max_decoded_bytes: int = 8 * 2**30
+
+    def check_header(self, path, *, duration_s: float | None = None, width: int = 0,
+                     height: int = 0, fps: float = 0.0) -> None:
+        """Raise MediaLimitError when what a header declares is over a limit."""
+        if duration_s is not None and duration_s > self.max_duration_s:
+            raise MediaLimitError(path, f"lasts {duration_s:.0f} s, over the limit of "
+                                        f"{self.max_duration_s:.0f} s")
+        if width * height > self.max_pixels:
+            raise MediaLimitError(path, f"frames of {width}x{height} pixels, over the limit of "
+                                        f"{self.max_pixels} pixels per frame")
+        if fps > self.max_fps:
+            raise MediaLimitError(path, f"{fps:.0f} frames per second, over the limit of "
+                                        f"{self.max_fps:g}")
+
+
+DEFAULT_LIMITS = DecodeLimits()
+"""Generous bounds for a user's own files (a feature film fits); a server sets stricter ones."""
+UPLOAD_LIMITS = DecodeLimits(max_duration_s=15 * 60.0, max_pixels=3840 * 2160, max_fps=240.0,
+                             max_decoded_bytes=2**30)
+"""Bounds for files from strangers: 15 minutes, 4K frames, 240 frames/s, 1 GiB decoded."""
+
+_process_limits = DEFAULT_LIMITS
+
+
+class MediaLimitError(MediaError):
+    """A media file asks for more than the decode limits allow (too long, too large, too fast)."""
+
+
+def set_decode_limits(limits: DecodeLimits) -> DecodeLimits:
+    """Make ``limits`` the process's default for every reader; returns the previous default."""
+    global _process_limits
+    previous, _process_limits = _process_limits, limits
+    return previous
+
+
+def decode_limits() -> DecodeLimits:
+    """The limits readers apply when not given ``limits=``."""
+    return _process_limits
+
+
+class _DecodeBudget:
+    """Counts what one read decodes against the limits: length, frame size and rate, and the
+    bytes it holds (frames are dropped once converted; samples are kept)."""
+
+    def __init__(self, path, limits: DecodeLimits):
+        self.path, self.limits = path, limits
+        self.decoded_bytes = 0
+        self.frames = 0
+
+    def add_bytes(self, n_bytes: int) -> None:
+        self.decoded_bytes += n_bytes
+        if self.decoded_bytes > self.limits.max_decoded_bytes:
+            raise MediaLimitError(self.path, f"decoding passed the limit of "
+                                             f"{self.limits.max_decoded_bytes / 2**20:.0f} MB")
+
+    def add_time(self, time_s: float) -> None:
+        if time_s > self.limits.max_duration_s:
+            raise MediaLimitError(self.path, f"decoded data passes {time_s:.0f} s, over the limit "
+                                             f"of {self.limits.max_duration_s:.0f} s")
+
+    def add_frame(self, frame, time_s: float) -> None:
+        self.limits.check_header(self.path, width=frame.width, height=frame.height)
+        self.add_time(time_s)
+        self.frames += 1
+        if self.frames > self.limits.max_fps * (max(time_s, 0.0) + 1.0):
+            raise MediaLimitError(self.path, f"{self.frames} frames in the first {time_s:.1f} s, "
+                                             f"over the limit of {self.limits.max_fps:g} per second")
+
 
 @dataclass(frozen=True)
 class MediaInfo:
@@ -74,13 +173,15 @@ class MediaInfo:
     title: str | None
 
 
-def probe(path: str | Path) -> MediaInfo:
+def probe(path: str | Path, *, limits: DecodeLimits | None = None) -> MediaInfo:
     """Read a file's streams, length, displayed size, rotation and title.
 
     Reads the headers and decodes the first video frame (the rotation is stored beside it). A file
-    whose header has no duration is measured from its packets.
+    whose header has no duration is measured from its packets. Raises MediaLimitError when the
+    length, frame size or frame rate is over ``limits``.
     """
-    with _open_media(path) as container:
+    limits = limits or decode_limits()
+    with _open_media(path, limits) as container:
         video, audio = _video_stream(container), _audio_stream(container)
         rotation_deg = _first_frame_rotation_deg(path, container, video) if video else 0
         width, height, fps = 0, 0, 0.0
@@ -89,9 +190,11 @@ def probe(path: str | Path) -> MediaInfo:
             if rotation_deg in (90, 270):
                 width, height = height, width
             fps = float(video.average_rate or video.guessed_rate or 0)
+        duration_s = _duration_s(path, container)
+        limits.check_header(path, duration_s=duration_s)
         return MediaInfo(
             path=str(path),
-            duration_s=_duration_s(path, container),
+            duration_s=duration_s,
             has_video=video is not None,
             has_audio=audio is not None,
             width=width,
@@ -111,6 +214,7 @@ def read_frames(
     size: tuple[int, int] = (224, 224),
     resize_mode: str = "crop",
     info: MediaInfo | None = None,
+    limits: DecodeLimits | None = None,
 ) -> np.ndarray:
     """The frames displayed at ``times_s``, upright: uint8 RGB ``[len(times_s), height, width, 3]``.
 
@@ -121,17 +225,22 @@ def read_frames(
     ``resize_mode="crop"`` scales the picture until it covers the size and cuts the centre,
     ``"squash"`` stretches it.
     ``info`` from :func:`probe` saves measuring a file whose header lacks its duration.
+    ``limits`` (the process's by default) bound the file and what decoding it may cost.
     """
     times = _checked_times(times_s)
     width, height = _checked_size(size)
     if resize_mode not in RESIZE_MODES:
         raise UsageError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    limits = limits or decode_limits()
+    budget = _DecodeBudget(path, limits)
+    budget.add_bytes(len(times) * height * width * 3)  # the array returned
     images = np.empty((len(times), height, width, 3), dtype=np.uint8)
-    with _open_media(path) as container:
+    with _open_media(path, limits) as container:
         video = _video_stream(container)
         if video is None:
             raise MediaError(path, "no video stream (an audio-only file?)")
         duration_s = info.duration_s if info is not None else _duration_s(path, container)
+        limits.check_header(path, duration_s=duration_s)
         _check_inside(path, times, duration_s)
         if len(times) == 0:
             return images
@@ -141,7 +250,7 @@ def read_frames(
         reformatter = VideoReformatter()
         converted_frame, converted = None, None
         for request, frame in zip(
-            order, _shown_frames(path, container, video, times[order]), strict=True
+            order, _shown_frames(path, container, video, times[order], budget), strict=True
         ):
             if frame is not converted_frame:  # several times may show the same frame
                 converted_frame = frame
@@ -157,6 +266,7 @@ def read_audio(
     start_s: float = 0.0,
     end_s: float | None = None,
     info: MediaInfo | None = None,
+    limits: DecodeLimits | None = None,
 ) -> np.ndarray:
     """Mono float32 audio at ``sample_rate_hz`` for the times ``[start_s, end_s)``.
 
@@ -164,24 +274,27 @@ def read_audio(
     ``round(start_s * rate)`` up to, not including, ``round(end_s * rate)``, exactly. ``end_s=None``
     reads to the end of the audio stream (as long as its header says, when it says). Channels (1 to
     8) are mixed down with ffmpeg's standard matrix normalised to unit gain; any input rate is
-    resampled. Zeros fill only where the audio stream itself ends before ``end_s``.
+    resampled. Zeros fill only where the audio stream itself ends before ``end_s``. ``limits``
+    (the process's by default) bound the file and what decoding it may cost.
     """
     rate_hz = _checked_rate(sample_rate_hz)
     if not (math.isfinite(start_s) and start_s >= 0) or (
         end_s is not None and not end_s >= start_s
     ):
         raise UsageError(f"need 0 <= start_s <= end_s, got start_s={start_s}, end_s={end_s}")
-    with _open_media(path) as container:
+    limits = limits or decode_limits()
+    with _open_media(path, limits) as container:
         audio = _audio_stream(container)
         if audio is None:
             raise MediaError(path, "no audio stream (a silent video?)")
         duration_s = info.duration_s if info is not None else _duration_s(path, container)
+        limits.check_header(path, duration_s=duration_s)
         _check_inside(
             path, np.array([start_s] + ([end_s] if end_s is not None else [])), duration_s
         )
         _decode_only(container, audio)
         first_index, samples, data_end_s = _decode_mono(
-            path, container, audio, rate_hz, start_s, end_s
+            path, container, audio, rate_hz, start_s, end_s, _DecodeBudget(path, limits)
         )
         promised_end_s = _promised_end_s(container, audio)
         wanted_end_s = end_s if end_s is not None else (promised_end_s or data_end_s)
@@ -201,8 +314,12 @@ def read_audio(
 
 
 @contextmanager
-def _open_media(path: str | Path) -> Iterator[av.container.InputContainer]:
-    """Open ``path`` to read; an FFmpeg error, here or in the caller's block, becomes MediaError."""
+def _open_media(
+    path: str | Path, limits: DecodeLimits | None = None
+) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` to read, with only the ``file`` protocol and the allowed demuxers, and check
+    its header against ``limits``; an FFmpeg error, here or in the caller's block, becomes
+    MediaError."""
     file = Path(path)
     if not file.exists():
         raise MediaError(path, "file not found")
@@ -211,7 +328,9 @@ def _open_media(path: str | Path) -> Iterator[av.container.InputContainer]:
     if file.stat().st_size == 0:
         raise MediaError(path, "empty file (0 bytes)")
     try:
-        container = av.open(str(file), metadata_errors="replace")
+        container = av.open(str(file), metadata_errors="replace", container_options=_OPEN_OPTIONS)
+    except av.ArgumentError:  # what FFmpeg answers to a demuxer off the allow-list
+        raise MediaError(path, f"not a media file of an allowed kind ({_ALLOWED_KINDS})") from None
     except av.FFmpegError as error:
         raise MediaError(
             path, f"not a media file, or damaged beyond reading ({_ffmpeg_reason(error)})"
@@ -219,11 +338,29 @@ def _open_media(path: str | Path) -> Iterator[av.container.InputContainer]:
     try:
         if _video_stream(container) is None and _audio_stream(container) is None:
             raise MediaError(path, "not a media file: no audio or video stream")
+        _check_opened(path, container, limits or decode_limits())
         yield container
     except av.FFmpegError as error:
         raise MediaError(path, f"cannot decode ({_ffmpeg_reason(error)})") from None
     finally:
         container.close()
+
+
+_ALLOWED_KINDS = ("MP4/MOV, WebM/Matroska, AVI, MPEG-TS/PS, Ogg, MP3, WAV, FLAC, AAC, PNG, JPEG, "
+                  "WebP, BMP, GIF; playlists and lists of other files are refused")
+_OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(sorted(ALLOWED_FORMATS))}
+
+
+def _check_opened(path, container, limits: DecodeLimits) -> None:
+    """Refuse a container whose header declares more than ``limits`` allow."""
+    header_s = container.duration / av.time_base if container.duration else None
+    video = _video_stream(container)
+    if video is None:
+        limits.check_header(path, duration_s=header_s)
+        return
+    fps = float(video.average_rate or 0) if video.average_rate else 0.0
+    limits.check_header(path, duration_s=header_s, width=video.codec_context.width,
+                        height=video.codec_context.height, fps=fps)
 
 
 def _ffmpeg_reason(error: av.FFmpegError) -> str:
@@ -367,7 +504,9 @@ def _check_inside(path, times: np.ndarray, duration_s: float) -> None:
 # --- video ------------------------------------------------------------------------------------
 
 
-def _shown_frames(path, container, video, sorted_times_s: np.ndarray) -> Iterator[av.VideoFrame]:
+def _shown_frames(
+    path, container, video, sorted_times_s: np.ndarray, budget: _DecodeBudget
+) -> Iterator[av.VideoFrame]:
     """For each time (ascending) the frame displayed then; one pass, stopping after the last."""
     origin_s = _origin_s(container)
     frames = container.decode(video)
@@ -385,6 +524,7 @@ def _shown_frames(path, container, video, sorted_times_s: np.ndarray) -> Iterato
         if frame is None:
             break
         time_s = frame.time - origin_s if frame.time is not None else shown_end_s
+        budget.add_frame(frame, time_s)
         while (
             index < len(sorted_times_s) and sorted_times_s[index] < time_s - _FRAME_TIME_TOLERANCE_S
         ):
@@ -429,7 +569,10 @@ def _display_rgb(
 # --- audio ------------------------------------------------------------------------------------
 
 
-def _decode_mono(path, container, audio, rate_hz: int, start_s: float, end_s: float | None):
+def _decode_mono(
+    path, container, audio, rate_hz: int, start_s: float, end_s: float | None,
+    budget: _DecodeBudget,
+):
     """Decode and resample from just before ``start_s`` to just after ``end_s``.
 
     Returns (timeline index of the first sample, mono float32 samples, end of the data in s).
@@ -444,11 +587,13 @@ def _decode_mono(path, container, audio, rate_hz: int, start_s: float, end_s: fl
         for frame in container.decode(audio):
             frame_start_s = frame.time - origin_s if frame.time is not None else data_end_s
             data_end_s = frame_start_s + frame.samples / frame.sample_rate
+            budget.add_time(data_end_s)
             if data_end_s < start_s - _RESAMPLER_LEAD_S:
                 continue  # wholly before the request: not resampled
             if first_index is None:
                 first_index = round(frame_start_s * rate_hz)
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+            budget.add_bytes(4 * round((data_end_s - frame_start_s) * rate_hz))
             if end_s is not None and frame_start_s > end_s + _RESAMPLER_LEAD_S:
                 break
         chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))

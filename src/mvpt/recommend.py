@@ -218,7 +218,6 @@ def write_hit_preview(result: Recommendation, hit: WindowHit, out: str | Path) -
     music_lead_s = max(0.0, hit.query_start_s - hit.window_start_s)
     if result.index_modality == "music":  # video query, music hit
         # signed: a music window earlier in its track than the video's makes the music enter late
-        music_from_s = hit.window_start_s - hit.query_start_s
-        return make_preview(result.query_path, hit.source_path, music_from_s, out).path
+        return make_preview(result.query_path, hit.source_path, hit.aligned_start_s, out).path
     return make_preview(hit.source_path, result.query_path, music_lead_s, out,
                         video_start_s=hit.offset_s).path

@@ -29,19 +29,35 @@ def add_parser(sub) -> None:
                    "removed at exit")
     p.add_argument("--workers", type=positive_int, default=2,
                    help="recommend calls (and, separately, previews) run at once (default 2)")
+    p.add_argument("--max-video-s", type=positive_float, default=900.0,
+                   help="longest upload accepted, in seconds (default 900)")
+    p.add_argument("--max-pixels", type=positive_int, default=3840 * 2160,
+                   help="largest frame accepted, width x height in pixels (default 4K)")
+    p.add_argument("--timeout-s", type=positive_float, default=120.0,
+                   help="time limit of one recommend or preview, in seconds (default 120)")
+    p.add_argument("--worker-memory-mb", type=positive_int, default=4096,
+                   help="memory bound of each worker process, in MB (default 4096)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import uvicorn
 
+    from dataclasses import replace
+
     from mvpt.errors import UsageError
+    from mvpt.media import UPLOAD_LIMITS
     from mvpt.serve import create_app
+    from mvpt.serve.api import LOCAL_HOSTS, print_missing_tracks
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be 1..65535, got {args.port}")
+    limits = replace(UPLOAD_LIMITS, max_duration_s=args.max_video_s, max_pixels=args.max_pixels)
     app = create_app(args.index, max_upload_mb=args.max_upload_mb, work_dir=args.work_dir,
-                     max_queries=args.max_queries, workers=args.workers)
+                     max_queries=args.max_queries, workers=args.workers, limits=limits,
+                     timeout_s=args.timeout_s, worker_memory_mb=args.worker_memory_mb,
+                     hosts=(*LOCAL_HOSTS, args.host))
+    print_missing_tracks(app)
     if not _is_loopback(args.host):
         print(f"serve: warning: listening on {args.host}: other machines can reach this server")
     print(f"serve: {len(app.state.server.tracks)} tracks from {args.index} at "

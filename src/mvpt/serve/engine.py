@@ -1,22 +1,21 @@
 """What the server calls to do the work: recommend, make a preview, read an index's tracks.
 
 :func:`default_engine` is the real pipeline (:func:`mvpt.recommend.recommend`,
-:func:`mvpt.preview.make_preview`, the index's items table); tests and the load benchmark pass a
-stand-in (:mod:`mvpt.serve.standin`) through ``create_app(..., engine=...)``.
+:func:`mvpt.preview.make_preview`, the index's window table). Its calls are module-level
+functions, so they run in the server's worker processes (:mod:`mvpt.serve.worker`); tests may
+pass an engine of their own through ``create_app(..., engine=..., isolate=False)``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from mvpt.errors import StoreError
-
-ITEMS_FILE = "items.parquet"
 
 
 @dataclass(frozen=True)
@@ -31,30 +30,30 @@ class Track:
 
 @dataclass(frozen=True)
 class Engine:
-    """``recommend(index_dir, query_path, *, top, condition_images, strength)`` returns an object
-    with ``to_dict()`` (read by :func:`response_payload`); ``make_preview(video_path, music_path, offset_s, out_path, *, fade_s,
-    container)`` writes ``out_path``; ``load_items(index_dir)`` returns the items table (a
-    DataFrame with ``item_id``, ``path``, optional ``title`` and ``duration_s``)."""
+    """``recommend(index_dir, query_path, *, top, condition_images, strength)`` returns
+    :meth:`mvpt.recommend.Recommendation.to_dict`'s dict; ``make_preview(video_path, music_path,
+    offset_s, out_path, *, fade_s, container)`` writes ``out_path``; ``load_items(index_dir)``
+    returns the items table (a DataFrame with ``item_id``, ``path``, ``title``, ``duration_s``)."""
 
-    recommend: Callable[..., Any]
-    make_preview: Callable[..., Path]
+    recommend: Callable[..., dict]
+    make_preview: Callable[..., object]
     load_items: Callable[[Path], pd.DataFrame]
 
 
 def default_engine() -> Engine:
-    return Engine(recommend=_recommend, make_preview=_make_preview, load_items=load_index_items)
+    return Engine(recommend=recommend_dict, make_preview=make_preview, load_items=load_index_items)
 
 
-def _recommend(index_dir, query_path, **options):
+def recommend_dict(index_dir, query_path, **options) -> dict:
     from mvpt.recommend import recommend
 
-    return recommend(index_dir, query_path, **options)
+    return recommend(index_dir, query_path, **options).to_dict()
 
 
-def _make_preview(video_path, music_path, offset_s, out_path, **options):
-    from mvpt.preview import make_preview
+def make_preview(video_path, music_path, offset_s, out_path, **options) -> None:
+    from mvpt.preview import make_preview as write_preview
 
-    return make_preview(video_path, music_path, offset_s, out_path, **options)
+    write_preview(video_path, music_path, offset_s, out_path, **options)
 
 
 def load_index_items(index_dir: Path) -> pd.DataFrame:
@@ -77,13 +76,6 @@ def items_from_windows(table: pd.DataFrame) -> pd.DataFrame:
                          "title": first["title"], "duration_s": first["item_duration_s"]})
 
 
-def read_items_parquet(index_dir: Path) -> pd.DataFrame:
-    path = Path(index_dir) / ITEMS_FILE
-    if not path.is_file():
-        raise StoreError(f"{index_dir}: not an index (no {ITEMS_FILE}); build one with `mvpt index`")
-    return pd.read_parquet(path)
-
-
 def tracks_by_id(items: pd.DataFrame, *, index_dir: Path) -> dict[str, Track]:
     """Tracks keyed by ``item_id``; relative paths are taken from ``index_dir``."""
     missing = {"item_id", "path"} - set(items.columns)
@@ -104,17 +96,19 @@ def tracks_by_id(items: pd.DataFrame, *, index_dir: Path) -> dict[str, Track]:
     return tracks
 
 
+def unreadable_tracks(tracks: dict[str, Track]) -> list[str]:
+    """Ids of the tracks whose file is missing or cannot be read, in index order."""
+    return [item_id for item_id, track in tracks.items()
+            if not (track.path.is_file() and os.access(track.path, os.R_OK))]
+
+
 def response_payload(result: dict, *, query_name: str) -> dict:
-    """What ``POST /api/recommend`` returns from a recommendation's ``to_dict()``:
-    ``{"query", "direction", "results": [{"rank", "item_id", "title", "path", "offset_s", "end_s",
-    "score", ...}], ...}``. Reads both that shape and :class:`mvpt.recommend.Recommendation`'s
-    (``hits`` of :class:`mvpt.index.WindowHit`); never returns the server's temporary paths."""
-    if "hits" not in result:
-        rows = [dict(row) for row in result.get("results", [])]
-        direction = result.get("direction", "video_to_music")
-    else:
-        rows = [_hit_row(hit, query_s=result.get("query_duration_s")) for hit in result["hits"]]
-        direction = f"{result.get('query_modality', 'video')}_to_{result.get('index_modality', 'music')}"
+    """What ``POST /api/recommend`` returns from a Recommendation's ``to_dict()``:
+    ``{"query", "direction", "results": [{"rank", "item_id", "title", "offset_s", "end_s",
+    "score", ...}], "query_duration_s", ...}``. Never a path of the server's (the library's files,
+    the upload's temporary copy)."""
+    rows = [_hit_row(hit, query_s=result.get("query_duration_s")) for hit in result["hits"]]
+    direction = f"{result.get('query_modality', 'video')}_to_{result.get('index_modality', 'music')}"
     payload = {"query": query_name, "direction": direction, "results": rows}
     for key in ("query_duration_s", "timings_s"):
         if key in result:
@@ -132,4 +126,4 @@ def _hit_row(hit: dict, *, query_s: float | None) -> dict:
     if hit.get("item_duration_s"):
         end_s = min(end_s, hit["item_duration_s"])
     extra = {k: v for k, v in hit.items() if k not in ("source_path",)}
-    return {**extra, "path": hit["source_path"], "end_s": round(float(end_s), 3)}
+    return {**extra, "end_s": round(float(end_s), 3)}

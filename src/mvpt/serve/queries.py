@@ -4,13 +4,18 @@ A query's folder holds the uploaded video (the previews need it) and the preview
 Past ``max_queries`` the least recently used query is removed with its folder, unless a preview of
 it is being made right now (it is *pinned*); it goes as soon as it is unpinned. :class:`Once` makes
 each derived file (a preview, a transcoded track) at most once, however many requests ask for it
-at the same time.
+at the same time. Uploads still arriving count against the bound too: past ``max_queries`` of
+them a new one is refused (503). :func:`new_work_root` marks the server's folder with its
+process id, so the next server started in the same place removes the folders of servers that
+were killed (:func:`sweep_stale_work_roots`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import tempfile
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -21,7 +26,43 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from mvpt.serve.errors import ApiError
+
 T = TypeVar("T")
+WORK_PREFIX = "mvpt-serve-"
+OWNER_FILE = "owner.pid"
+
+
+def new_work_root(parent: str | Path | None) -> Path:
+    """A fresh folder for one server's temporary files, marked with the server's process id."""
+    root = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=parent))
+    (root / OWNER_FILE).write_text(str(os.getpid()))
+    return root
+
+
+def sweep_stale_work_roots(parent: str | Path | None) -> list[Path]:
+    """Remove the work folders in ``parent`` (the system's temp folder for None) whose server
+    process is gone; returns them. Folders of running servers, and unmarked ones, stay."""
+    removed = []
+    for root in Path(parent or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        try:
+            pid = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(root, ignore_errors=True)
+            removed.append(root)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class Once:
@@ -74,22 +115,35 @@ class QueryStore:
         self.max_queries = max_queries
         self._preview_limiter = preview_limiter
         self._queries: OrderedDict[str, Query] = OrderedDict()
+        self._arriving: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._queries)
 
+    @property
+    def arriving(self) -> int:
+        """Queries made by :meth:`new` and not yet committed or discarded (uploads in flight)."""
+        return len(self._arriving)
+
     def new(self) -> Query:
-        """A fresh query folder, not yet listed (so not evictable) until :meth:`commit`."""
+        """A fresh query folder, not yet listed (so not evictable) until :meth:`commit`; refused
+        (ApiError 503) while ``max_queries`` uploads are already arriving."""
+        if len(self._arriving) >= self.max_queries:
+            raise ApiError(503, f"the server is busy receiving {len(self._arriving)} uploads; "
+                                "try again in a moment", headers={"Retry-After": "5"})
         query_id = uuid.uuid4().hex
+        self._arriving.add(query_id)
         folder = self.root / query_id
         folder.mkdir(parents=True)
         return Query(query_id, folder, previews=Once(self._preview_limiter))
 
     def commit(self, query: Query) -> None:
+        self._arriving.discard(query.query_id)
         self._queries[query.query_id] = query
         self._trim()
 
     def discard(self, query: Query) -> None:
+        self._arriving.discard(query.query_id)
         self._queries.pop(query.query_id, None)
         shutil.rmtree(query.folder, ignore_errors=True)
 

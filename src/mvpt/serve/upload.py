@@ -3,6 +3,8 @@
 Starlette's own form parser reads the whole body before a route sees it; this one counts bytes as
 they arrive, so an oversized upload is refused after ``max_bytes`` (or at once, from its
 ``Content-Length``) and never held in memory: file parts go to files, text fields are capped small.
+A file part is stored as ``upload-N`` without the client's suffix: decoders find the format from
+the content, never from a name the client chose.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -18,7 +20,8 @@ from mvpt.serve.errors import ApiError
 
 MAX_FIELD_BYTES = 1024
 MAX_PARTS = 64
-_SAFE_SUFFIX_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789")
+MAX_PART_HEADERS = 8
+MAX_PART_HEADER_BYTES = 1024
 
 
 @dataclass
@@ -57,16 +60,17 @@ async def receive_form(request: Request, *, dest_dir: Path, max_bytes: int) -> R
     if declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, _too_large(max_bytes))
     sink = _PartSink(dest_dir)
-    parser = MultipartParser(boundary, sink.callbacks())
     received = 0
     try:
+        parser = MultipartParser(boundary, sink.callbacks(), max_header_count=MAX_PART_HEADERS,
+                                 max_header_size=MAX_PART_HEADER_BYTES)
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_bytes:
                 raise ApiError(413, _too_large(max_bytes))
             parser.write(chunk)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # a bad boundary, part header or body
         raise ApiError(400, f"malformed multipart upload ({exc})") from None
     except ClientDisconnect:
         raise ApiError(400, "the upload was interrupted") from None
@@ -126,7 +130,7 @@ class _PartSink:
             self._current, self._text = UploadedFile(name, "", Path()), bytearray()
             return
         filename = options[b"filename"].decode("utf-8", "replace")
-        path = self.dest_dir / f"upload-{len(self.form.files)}{_safe_suffix(filename)}"
+        path = self.dest_dir / f"upload-{len(self.form.files)}"
         self._current, self._text = UploadedFile(name, filename, path), None
         self._file = open(path, "wb")  # noqa: SIM115 (closed in _end or close)
         self.form.files.append(self._current)
@@ -151,10 +155,3 @@ class _PartSink:
             self._file.close()
             self._file = None
 
-
-def _safe_suffix(filename: str) -> str:
-    """The client's file extension if it is short and plain (decoders may use it as a hint)."""
-    suffix = Path(filename).suffix.lower()
-    if 1 < len(suffix) <= 6 and set(suffix[1:]) <= _SAFE_SUFFIX_CHARS:
-        return suffix
-    return ""

@@ -134,13 +134,36 @@ function requeryIfSteered() {
 function showResults(answer) {
   const list = $("results");
   const rows = answer.results || [];
-  list.replaceChildren(...rows.map(resultItem));
+  const scale = scoreScale(rows);
+  list.replaceChildren(...rows.map((row) => resultItem(row, scale)));
   $("results-empty").textContent = rows.length ? "" : "The index returned no tracks.";
   $("results-empty").hidden = rows.length > 0;
   list.setAttribute("aria-label", `${rows.length} tracks for ${answer.query}`);
 }
 
-function resultItem(row) {
+// Cosines of the top tracks often differ only in the second decimal, so the bar spans the shown
+// range: full for the best, short for the last; the text is the gap to the best, the raw cosine
+// is in the tooltip.
+function scoreScale(rows) {
+  const scores = rows.map((row) => Number(row.score)).filter(Number.isFinite);
+  const high = scores.length ? Math.max(...scores) : 1;
+  const low = scores.length ? Math.min(...scores) : 0;
+  return { high, low };
+}
+
+function showScore(meter, score, { high, low }) {
+  const relative = high > low ? (score - low) / (high - low) : 1;
+  const gap = high - score;
+  const text = gap < 0.0005 ? "best" : `−${gap.toFixed(3)}`;
+  meter.setAttribute("aria-valuenow", relative.toFixed(3));
+  meter.setAttribute("aria-valuetext", `${text}; cosine similarity ${score.toFixed(4)}`);
+  meter.setAttribute("aria-label", `Match: ${text} (cosine ${score.toFixed(3)})`);
+  meter.title = `cosine similarity ${score.toFixed(4)}; ${gap < 0.0005 ? "the best match" : `${gap.toFixed(4)} below the best`}`;
+  meter.querySelector(".score-fill").style.width = `${(0.08 + 0.92 * relative) * 100}%`;
+  meter.querySelector(".score-value").textContent = text;
+}
+
+function resultItem(row, scale) {
   const item = $("result-template").content.firstElementChild.cloneNode(true);
   const offset = Number(row.offset_s) || 0;
   item.dataset.rank = row.rank;
@@ -148,12 +171,7 @@ function resultItem(row) {
   item.querySelector(".title").textContent = row.title || row.item_id;
   item.querySelector(".offset").textContent = `best part from ${mmss(offset)}` +
     (row.end_s != null ? ` to ${mmss(row.end_s)}` : "");
-  const score = Number(row.score);
-  const meter = item.querySelector(".score");
-  meter.setAttribute("aria-valuenow", score.toFixed(3));
-  meter.setAttribute("aria-label", `Match score ${score.toFixed(2)}`);
-  item.querySelector(".score-fill").style.width = `${Math.max(0, Math.min(1, (score + 1) / 2)) * 100}%`;
-  item.querySelector(".score-value").textContent = score.toFixed(2);
+  showScore(item.querySelector(".score"), Number(row.score), scale);
   const audio = item.querySelector("audio");
   audio.setAttribute("aria-label", `${row.title || row.item_id}, from ${mmss(offset)}`);
   audio.src = `${row.audio_url}#t=${offset.toFixed(2)}`;
