@@ -16,8 +16,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import hashlib
+import itertools
 import multiprocessing
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -60,6 +62,7 @@ class ExtractSummary:
     failed: int = 0
     skipped: int = 0
     failures: list[dict] = field(default_factory=list)
+    engine: dict = field(default_factory=dict)  # which engine ran, and what it retried
 
     @property
     def attempted(self) -> int:
@@ -67,7 +70,8 @@ class ExtractSummary:
 
     def to_dict(self) -> dict:
         return {"store": self.store, "total": self.total, "done": self.done,
-                "failed": self.failed, "skipped": self.skipped, "failures": self.failures}
+                "failed": self.failed, "skipped": self.skipped, "failures": self.failures,
+                "engine": self.engine}
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -252,6 +256,10 @@ class Extractor:
         opts = encoder_options or {}
         if not modalities or set(modalities) - {"video", "audio"}:
             raise UsageError(f"modalities must be 'video' and/or 'audio', got {modalities!r}")
+        self.recipe = {  # picklable arguments that rebuild this extractor in another process
+            "video_encoder": getattr(video_encoder, "name", video_encoder),
+            "audio_encoder": getattr(audio_encoder, "name", audio_encoder),
+            "clip": clip, "encoder_options": opts, "modalities": tuple(modalities)}
         self.video = (_as_encoder(video_encoder, "video", opts.get("video", {}))
                       if "video" in modalities else None)
         self.audio = (_as_encoder(audio_encoder, "audio", opts.get("audio", {}))
@@ -322,6 +330,57 @@ def _as_encoder(enc, modality: str, options: dict):
     return enc
 
 
+# ------------------------------------------------------------------------------ shard units
+@dataclass(frozen=True)
+class ShardUnit:
+    """The unit of work: the items of one shard. An engine runs units wherever it likes;
+    :func:`process_unit` turns one into its results and :meth:`FeatureStore.write_shard` (in the
+    process that owns the store) writes them, so every engine writes the same shards."""
+
+    index: int  # position among this run's units
+    items: tuple[Item, ...]
+
+
+def plan_units(items: list[Item], shard_size: int) -> list[ShardUnit]:
+    return [ShardUnit(k, tuple(items[i:i + shard_size]))
+            for k, i in enumerate(range(0, len(items), shard_size))]
+
+
+def process_unit(extractor: Extractor, decoded: Iterable[Decoded], *, node: str,
+                 on_item=None) -> list[ItemResult]:
+    """Encode a unit's decoded items into store rows tagged with ``node`` (the machine that did
+    the work); ``on_item(result)`` is called after each item."""
+    results = []
+    for dec in decoded:
+        result = extractor.encode(dec)
+        result.node = node
+        results.append(result)
+        if on_item:
+            on_item(result)
+    return results
+
+
+class LocalEngine:
+    """Runs the units in this process, with decoding running ahead in ``decode_workers`` other
+    processes (0: in-process). Yields ``(unit, results)`` in order."""
+
+    name = "local"
+
+    def __init__(self, *, decode_workers: int = 1):
+        self.decode_workers = decode_workers
+
+    def run(self, units: list[ShardUnit], extractor: Extractor, *, on_item=None):
+        node = socket.gethostname()
+        stream = _decoded_stream([it for u in units for it in u.items], extractor.decode_spec(),
+                                 self.decode_workers)
+        try:
+            for unit in units:
+                decoded = itertools.islice(stream, len(unit.items))
+                yield unit, process_unit(extractor, decoded, node=node, on_item=on_item)
+        finally:
+            stream.close()
+
+
 # ------------------------------------------------------------------------------ the run
 def extract(
     inputs: Iterable[str | Path],
@@ -332,39 +391,43 @@ def extract(
     decode_workers: int = 1,
     progress: bool = True,
     max_shards: int | None = None,
+    engine=None,
 ) -> ExtractSummary:
     """Extract every input not yet in the store ``out``; returns counts and the failures.
 
-    ``max_shards`` stops after that many new shards (for tests and partial runs)."""
+    ``engine`` decides where the shard units run: None (a :class:`LocalEngine` with
+    ``decode_workers``) or e.g. :class:`mvpt.distributed.RayEngine`. Shards are written here, as
+    their units finish. ``max_shards`` stops after that many new shards (for tests and partial
+    runs)."""
     if shard_size < 1:
         raise UsageError(f"shard_size must be >= 1, got {shard_size}")
     extractor = extractor or Extractor()
+    engine = engine or LocalEngine(decode_workers=decode_workers)
     store = FeatureStore.create(out, extractor.manifest())
     store.remove_unfinished()
     rows = store.all_rows()
     items = _unique_ids(collect_items(inputs), dict(zip(rows["id"], rows["source_path"])))
     known = set(rows["id"])
     todo = [it for it in items if it.id not in known]
+    units = plan_units(todo, shard_size)
     summary = ExtractSummary(store=str(out), total=len(items), skipped=len(items) - len(todo))
     bar = _progress(total=len(items), initial=summary.skipped, enabled=progress)
-    batch: list[ItemResult] = []
-    shards_written = 0
+
+    def on_item(result: ItemResult) -> None:
+        _count(summary, result)
+        bar.update(1)
+        bar.set_postfix(done=summary.done, failed=summary.failed)
+
+    runs = engine.run(units, extractor, on_item=on_item)
     try:
-        for dec in _decoded_stream(todo, extractor.decode_spec(), decode_workers):
-            result = extractor.encode(dec)
-            _count(summary, result)
-            batch.append(result)
-            bar.update(1)
-            bar.set_postfix(done=summary.done, failed=summary.failed)
-            if len(batch) == shard_size:
-                store.write_shard(batch)
-                batch, shards_written = [], shards_written + 1
-                if max_shards is not None and shards_written >= max_shards:
-                    break
-        if batch:
-            store.write_shard(batch)
+        for shards_written, (_, results) in enumerate(runs, start=1):
+            store.write_shard(results)
+            if max_shards is not None and shards_written >= max_shards:
+                break
     finally:
+        runs.close()
         bar.close()
+    summary.engine = getattr(engine, "report", lambda: {"name": engine.name})()
     return summary
 
 

@@ -4,7 +4,9 @@ Layout::
 
     STORE/manifest.json                 encoders (name, version, dim), clip_s, max_clips, rates
     STORE/shards/shard-00000/rows.parquet   one row per item: id, source_path, start_s, end_s,
-                                            duration_s, split, status, error, n_clips, offset
+                                            duration_s, split, status, error, n_clips, offset,
+                                            title, node (the machine that extracted it; stores
+                                            made before it have no such column)
     STORE/shards/shard-00000/offsets.npy    int64 [rows + 1]: item i's clips are [offsets[i], offsets[i+1])
     STORE/shards/shard-00000/<array>.npy    float16 [clips in shard, dim], one file per array
                                             ("video", "audio", "audio_scores", ...)
@@ -36,13 +38,13 @@ SHARD_PREFIX = "shard-"
 DONE_NAME = "DONE"
 ROW_COLUMNS = [
     "id", "source_path", "start_s", "end_s", "duration_s", "split", "status", "error",
-    "n_clips", "offset", "title",
+    "n_clips", "offset", "title", "node",
 ]
 _ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_path", pa.string()), ("start_s", pa.float64()),
     ("end_s", pa.float64()), ("duration_s", pa.float64()), ("split", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("n_clips", pa.int64()),
-    ("offset", pa.int64()), ("title", pa.string()),
+    ("offset", pa.int64()), ("title", pa.string()), ("node", pa.string()),
 ])
 # Manifest keys that must match for new features to join a store.
 COMPAT_KEYS = ("clip_s", "frames_per_clip", "encoders")
@@ -61,6 +63,7 @@ class ItemResult:
     duration_s: float = 0.0
     error: str | None = None
     title: str | None = None
+    node: str | None = None  # the machine (engine node) that extracted it
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -231,6 +234,7 @@ class FeatureStore:
             "n_clips": counts,
             "offset": offsets[:-1],
             "title": [r.title for r in results],
+            "node": [r.node for r in results],
         }, schema=_ROW_SCHEMA)
         _atomic_write_parquet(shard / "rows.parquet", table)
         atomic_write_json(shard / DONE_NAME, {
