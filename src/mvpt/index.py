@@ -519,11 +519,13 @@ def build_index(
     progress: bool = True,
     shard_size: int = 16,
     decode_workers: int = 1,
+    engine=None,
 ) -> IndexSummary:
     """Extract ``media`` into ``out``/store and add the items not yet indexed to the index at
     ``out``. ``window_s``/``stride_s``/``kind`` default to the existing index's, else 10 s / 5 s
     / "exact"; changing them for an existing index is refused (use :func:`rebuild_index` for the
-    kind). ``modality`` is "music" (audio of audio files and videos alike) or "video"."""
+    kind). ``modality`` is "music" (audio of audio files and videos alike) or "video".
+    ``engine`` runs the extraction (see :func:`mvpt.extract.extract`; e.g. a Ray cluster)."""
     from mvpt.extract import collect_items, extract
 
     out, media = Path(out), list(media)
@@ -532,7 +534,7 @@ def build_index(
     manifest = _manifest_for(out, run, modality, window_s, stride_s, kind)
     extract_summary = extract(media, out / STORE_NAME, extractor=run.extractor(mod),
                               shard_size=shard_size, decode_workers=decode_workers,
-                              progress=progress)
+                              progress=progress, engine=engine)
     state = _State.load(out, manifest, run)
     requested = {it.id for it in collect_items(media)}
     rows = FeatureStore.open(out / STORE_NAME).rows(status="done")
