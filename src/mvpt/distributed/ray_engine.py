@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections import deque
 
 from mvpt.errors import MvptError, UsageError
@@ -103,10 +104,12 @@ class RayEngine:
         self.init_options = init_options or {}
         self.redone: list[dict] = []
         self.units_run = 0
+        self.startup_s = 0.0  # starting the workers (loading the encoders), before any unit
 
     def report(self) -> dict:
         return {"name": self.name, "address": self.address, "workers": self.workers,
-                "gpus_per_worker": self.gpus, "units_run": self.units_run, "redone": self.redone}
+                "gpus_per_worker": self.gpus, "units_run": self.units_run, "redone": self.redone,
+                "startup_s": round(self.startup_s, 2)}
 
     # ------------------------------------------------------------------ cluster
     def _connect(self, ray) -> bool:
@@ -159,7 +162,9 @@ class RayEngine:
         workers: list = []
         try:
             self.workers = min(self._worker_count(ray), max(1, len(units)))
+            start = time.perf_counter()
             workers = self._start_workers(ray, extractor, self.workers)
+            self.startup_s = time.perf_counter() - start
             for unit, results in self._schedule(ray, workers, units, extractor):
                 for r in results:
                     if on_item:
