@@ -98,25 +98,37 @@ def test_local_engine_refuses_ray_options(tmp_path):
     assert "--address and --gpus-per-worker need --engine ray" in proc.stderr
 
 
+@pytest.fixture(scope="module")
+def ray_store(cluster, media20, tmp_path_factory) -> tuple[Path, dict]:
+    """The 20-file set extracted on the two-node cluster, and the run's --json summary."""
+    out = tmp_path_factory.mktemp("ray") / "store"
+    return out, ray_extract(media20, out, cluster)
+
+
 @pytest.mark.slow
-def test_two_node_ray_store_equals_local_store(cluster, media20, tmp_path):
-    summary = ray_extract(media20, tmp_path / "ray", cluster)
+def test_two_node_cluster_extracts_on_both_nodes(ray_store):
+    out, summary = ray_store
     assert (summary["done"], summary["failed"]) == (N_FILES, 1)
     assert summary["engine"]["workers"] == 2 and summary["engine"]["redone"] == []
+    assert "broken.mp4: not a media file" in summary["failures"][0]["error"]
+    nodes = FeatureStore.open(out).all_rows()["node"]
+    assert nodes.nunique() == 2, nodes.value_counts()  # both nodes extracted files
+    assert (nodes.value_counts() >= 2).all()
+
+
+@pytest.mark.slow
+def test_ray_store_equals_local_store(ray_store, media20, tmp_path):
     # the local engine, with the encoders on one thread like a one-CPU Ray worker
     local = cli("extract", media20, "--out", tmp_path / "local", "--shard-size", "2",
                 "--no-progress", env=mvpt_env(MVPT_THREADS="1"))
     assert local.returncode == 0, local.stderr[-2000:]
-    ray_store, local_store = FeatureStore.open(tmp_path / "ray"), FeatureStore.open(tmp_path / "local")
+    ray_store, local_store = FeatureStore.open(ray_store[0]), FeatureStore.open(tmp_path / "local")
     pd.testing.assert_frame_equal(comparable_rows(ray_store), comparable_rows(local_store))
     for item_id in ray_store.rows()["id"]:
         a, b = ray_store.read(item_id), local_store.read(item_id)
         assert a.keys() == b.keys()
         for name in a:
             np.testing.assert_array_equal(a[name], b[name], err_msg=f"{item_id} {name}")
-    nodes = ray_store.all_rows()["node"]
-    assert nodes.nunique() == 2, nodes.value_counts()  # both nodes extracted files
-    assert (nodes.value_counts() >= 2).all()
 
 
 def busy_worker_pids() -> list[int]:
@@ -261,3 +273,56 @@ def test_schedule_gives_up_after_max_attempts_and_records_the_items():
     assert "its Ray worker failed 2 times (RayError: ActorDiedError" in done[1][0].error
     assert done[1][0].error.startswith("/m/i1.mp4: ")
     assert engine.redone[-1]["gave_up"] and engine.units_run == 5
+
+
+def make_random_linear_run(run_dir: Path) -> Path:
+    """A run whose model is a linear map with random towers over the default encoders'
+    features (enough to index with: `mvpt index` only needs the run to embed windows)."""
+    import torch
+
+    from mvpt.encoders import get_encoder
+    from mvpt.models.checkpoint import make_checkpoint, save_checkpoint
+    from mvpt.models.factory import build_model, load_config
+
+    rng = np.random.default_rng(0)
+    model = build_model(load_config("linear", name="random-linear", d_joint=8),
+                        video_dim=1280, audio_dim=1024)
+    with torch.no_grad():
+        for modality, dim in (("video", 1280), ("audio", 1024)):
+            getattr(model, f"proj_{modality}").copy_(torch.as_tensor(rng.normal(size=(dim, 8))))
+        model.correlations.fill_(1.0)
+        model.fitted.fill_(True)
+    encoders = {m: get_encoder(name).manifest()
+                for m, name in (("video", "efficientnet-lite0"), ("audio", "yamnet"))}
+    features = {"clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30, "encoders": encoders}
+    save_checkpoint(run_dir / "best.pt", make_checkpoint(
+        model=model, features=features, run_config={"model": "linear"}, epoch=0, step=0,
+        history=[]))
+    return run_dir
+
+
+def window_vectors(index_dir: Path) -> dict:
+    from mvpt.index import all_vectors, open_index
+
+    index = open_index(index_dir)
+    ids, vectors = all_vectors(index.faiss_index)
+    by_id = dict(zip(ids.tolist(), vectors))
+    return {(row.item_id, round(float(row.start_s), 3)): by_id[row.vector_id]
+            for row in index.table.itertuples()}
+
+
+@pytest.mark.slow
+def test_index_on_ray_equals_local_index(cluster, media20, tmp_path):
+    run = make_random_linear_run(tmp_path / "run")
+    media = [media20 / f"v{k:02d}.mp4" for k in range(4)]
+    common = ["--window-seconds", "2", "--stride-seconds", "1", "--no-progress"]
+    on_ray = cli("index", run, *media, "--out", tmp_path / "ray", *common, "--engine", "ray",
+                 "--address", cluster, "--json")
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert json.loads(on_ray.stdout)["extract"]["engine"]["workers"] == 2
+    local = cli("index", run, *media, "--out", tmp_path / "local", *common)
+    assert local.returncode == 0, local.stderr[-2000:]
+    a, b = window_vectors(tmp_path / "ray"), window_vectors(tmp_path / "local")
+    assert a.keys() == b.keys() and len(a) >= 4
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=str(key))
