@@ -100,7 +100,8 @@ class RayEngine:
         if max_attempts < 1:
             raise UsageError(f"max_attempts must be >= 1, got {max_attempts}")
         self.address, self.gpus = address, float(gpus_per_worker)
-        self.workers, self.max_attempts = workers, max_attempts
+        self.requested_workers, self.max_attempts = workers, max_attempts
+        self.workers = 0  # started by the last run
         self.init_options = init_options or {}
         self.redone: list[dict] = []
         self.units_run = 0
@@ -126,8 +127,8 @@ class RayEngine:
         return True
 
     def _worker_count(self, ray) -> int:
-        if self.workers:
-            return self.workers
+        if self.requested_workers:
+            return self.requested_workers
         resources = ray.cluster_resources()
         n = resources.get("GPU", 0) // self.gpus if self.gpus else resources.get("CPU", 0)
         if n < 1:
@@ -157,6 +158,8 @@ class RayEngine:
     # ------------------------------------------------------------------ the run
     def run(self, units: list[ShardUnit], extractor: Extractor, *, on_item=None):
         """Yield ``(unit, results)`` as units finish (in any order)."""
+        if not units:  # nothing to extract: no cluster needed
+            return
         ray = _import_ray()
         started = self._connect(ray)
         workers: list = []
