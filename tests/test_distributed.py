@@ -326,3 +326,13 @@ def test_index_on_ray_equals_local_index(cluster, media20, tmp_path):
     assert a.keys() == b.keys() and len(a) >= 4
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=str(key))
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch):
+    from mvpt.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    unit = ShardUnit(0, (Item("a", "/m/a.mp4", "train"),))
+    with pytest.raises(UsageError, match=r"needs the ray package: pip install 'mvpt\[ray\]'"):
+        list(RayEngine().run([unit], FakeExtractor()))
+    assert list(RayEngine().run([], FakeExtractor())) == []  # nothing to do: no Ray needed
