@@ -264,3 +264,41 @@ def test_decode_workers_exit_when_their_parent_is_killed():
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker), "the decode worker outlived its killed parent"
+
+
+# ------------------------------------------------------------------------------ decoder crashes
+def test_a_file_that_crashes_its_decoder_is_recorded_and_the_run_goes_on(tmp_path):
+    """Issue 12, finding 4: a killed decode worker ended the run with BrokenProcessPool, and the
+    file was never recorded, so every rerun died on it."""
+    from tests.fixtures.fake_extraction import FakeExtractor, fake_inputs
+
+    inputs = fake_inputs(tmp_path, 5)
+    inputs.insert(2, tmp_path / "crash-me.mp4")
+    summary = extract(inputs, tmp_path / "store", extractor=FakeExtractor(), shard_size=4,
+                      decode_workers=1, progress=False)
+    assert (summary.done, summary.failed) == (5, 1)
+    failure = summary.failures[0]
+    assert failure["id"] == "crash-me"
+    assert failure["error"] == (f"{tmp_path / 'crash-me.mp4'}: the decoder crashed on this file "
+                                "(its process died while decoding it)")
+    store = FeatureStore.open(tmp_path / "store")
+    assert store.rows()["id"].tolist() == [p.stem for p in inputs if p.stem != "crash-me"]
+    assert store.rows(status="failed")["error"].tolist() == [failure["error"]]
+    again = extract(inputs, tmp_path / "store", extractor=FakeExtractor(), decode_workers=1,
+                    progress=False)
+    assert (again.skipped, again.done, again.failed) == (6, 0, 0)  # the rerun does not die on it
+
+
+@pytest.mark.slow
+def test_a_file_that_hangs_its_decoder_times_out(tmp_path):
+    from tests.fixtures.fake_extraction import FakeExtractor, fake_inputs
+
+    inputs = [*fake_inputs(tmp_path, 2), tmp_path / "hang-me.mp4", *fake_inputs(tmp_path, 2,
+                                                                                prefix="late")]
+    summary = extract(inputs, tmp_path / "store", extractor=FakeExtractor(), decode_workers=2,
+                      decode_timeout_s=4, progress=False)
+    assert (summary.done, summary.failed) == (4, 1)
+    assert summary.failures[0]["error"] == (f"{tmp_path / 'hang-me.mp4'}: decoding took longer "
+                                            "than 4 s (timed out; the decoder was stopped)")
+    rows = FeatureStore.open(tmp_path / "store").rows(status=None)
+    assert rows["id"].tolist() == [p.stem for p in inputs]  # order kept around the retry

@@ -1,6 +1,9 @@
-"""The feature store: layout, atomic shards, reading back, compatibility."""
+"""The feature store: layout, atomic shards, reading back, compatibility, one writer, checks."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -126,3 +129,88 @@ def test_manifest_is_json_with_format_version(tmp_path):
     FeatureStore.create(tmp_path / "s", manifest())
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert m["format_version"] == 1 and m["encoders"]["audio"]["extras"] == {"scores": 2}
+
+
+def test_a_second_writer_is_refused_with_the_first_ones_pid(tmp_path, rng):
+    path = tmp_path / "s"
+    with FeatureStore.writing(path, manifest()) as store:
+        store.write_shard([item(rng, "a", 2)])
+        unfinished = store.next_shard_dir()
+        unfinished.mkdir()  # the first writer is halfway through its next shard
+        with pytest.raises(StoreError, match=rf"^{path}: feature store in use by pid "
+                                             rf"{os.getpid()} "):
+            with FeatureStore.writing(path, manifest()):
+                pass
+        assert unfinished.is_dir()  # the refused writer removed nothing
+    with FeatureStore.writing(path, manifest()) as again:  # released at the end of the block
+        assert again.rows()["id"].tolist() == ["a"] and not unfinished.exists()
+
+
+def test_a_shard_folder_removed_underneath_is_not_recreated(tmp_path, rng, monkeypatch):
+    """Issue 12, finding 2: another writer removed this writer's unfinished shard between two of
+    its files; the folder was recreated and DONE written without the first file."""
+    store = FeatureStore.create(tmp_path / "s", manifest())
+    real_replace = os.replace
+
+    def replace_then_another_writer_cleans_up(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith("audio.npy"):
+            FeatureStore.open(tmp_path / "s").remove_unfinished()
+
+    monkeypatch.setattr(os, "replace", replace_then_another_writer_cleans_up)
+    with pytest.raises(StoreError, match="shard folder was removed while being written"):
+        store.write_shard([item(rng, "a", 2)])
+    monkeypatch.undo()
+    reopened = FeatureStore.open(tmp_path / "s")
+    assert reopened.shard_dirs(done_only=False) == [] and len(reopened.load()) == 0
+
+
+def break_shards(store: FeatureStore) -> dict[str, str]:
+    """Damage the first three of four shards as a bug or a power loss could; shard name -> what
+    `check` should say."""
+    shards = store.shard_dirs()
+    (shards[0] / "audio.npy").unlink()
+    (shards[1] / "video.npy").write_bytes(b"")  # renamed into place, data never reached the disk
+    np.save(shards[2] / "audio_scores.npy", np.zeros((1, 2), np.float16))
+    return {shards[0].name: "audio.npy missing or unreadable (FileNotFoundError",
+            shards[1].name: "video.npy missing or unreadable (EOFError",
+            shards[2].name: "audio_scores.npy is float16 (1, 2), expected float16 (2, 2)"}
+
+
+def test_check_finds_every_broken_done_shard(tmp_path, rng):
+    store = FeatureStore.create(tmp_path / "s", manifest())
+    for k in range(4):
+        store.write_shard([item(rng, f"i{k}", 2)])
+    assert store.check() == []
+    expected = break_shards(store)
+    found = {d.name: why for d, why in FeatureStore.open(tmp_path / "s").check()}
+    assert sorted(found) == sorted(expected)
+    for name, why in expected.items():
+        assert found[name].startswith(why), found[name]
+    with pytest.raises(StoreError, match=r"shard-00000: broken shard \(audio.npy missing"):
+        FeatureStore.open(tmp_path / "s").load()
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mvpt.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_store_check_command(tmp_path, rng):
+    store = FeatureStore.create(tmp_path / "s", manifest())
+    for k in range(4):
+        store.write_shard([item(rng, f"i{k}", 2)])
+    res = run_cli("store", "check", tmp_path / "s")
+    assert res.returncode == 0 and "is sound (4 finished shards)" in res.stdout, res.stderr
+    expected = break_shards(store)
+    res = run_cli("store", "check", tmp_path / "s")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 3, res.stderr
+    for line, (name, why) in zip(lines, sorted(expected.items())):
+        assert line.startswith(f"{tmp_path / 's' / 'shards' / name}: {why}")
+    res = run_cli("store", "check", tmp_path / "s", "--remove-broken")
+    assert res.returncode == 0 and "3 broken shard(s) removed" in res.stdout, res.stderr
+    assert run_cli("store", "check", tmp_path / "s").returncode == 0
+    assert FeatureStore.open(tmp_path / "s").rows()["id"].tolist() == ["i3"]
+    res = run_cli("store", "check", tmp_path / "nothing")
+    assert res.returncode == 1 and "not a feature store" in res.stderr

@@ -18,7 +18,7 @@ from mvpt.errors import MvptError, UsageError
 COMMAND_MODULES = [
     "demo", "synth", "extract", "encoders", "models", "train", "eval", "index", "recommend", "serve",
     "data",
-    "analyze", "study",
+    "analyze", "study", "store",
 ]
 
 

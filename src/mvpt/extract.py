@@ -8,7 +8,14 @@ an existing store extracts only them. A file that fails is recorded with its rea
 goes on.
 
 Decoding runs in a separate process (``decode_workers``) while this process encodes, so the two
-overlap.
+overlap. A decoder that crashes or hangs on a file costs that file only: an item that takes longer
+than ``decode_timeout_s`` is recorded as failed (timed out) and its worker killed; when a worker
+dies (a crash in FFmpeg, the OOM killer), the pool is replaced and the items that were in flight
+are decoded again one at a time, so the one that kills its decoder again is recorded as failed
+with that reason and a rerun skips it.
+
+One extraction per store at a time: the store's lock is held for the whole run, and a second
+``mvpt extract`` on the same store is refused with the first one's pid.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import socket
 import threading
 import time
 from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -36,6 +44,8 @@ from mvpt.errors import MediaError, MvptError, UsageError
 from mvpt.splits import stable_split  # noqa: F401  (re-exported)
 from mvpt.store import FeatureStore, ItemResult
 
+DEFAULT_DECODE_TIMEOUT_S = 600.0
+POOL_START_S = 120.0
 MEDIA_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
     ".ts", ".3gp",
@@ -224,24 +234,103 @@ def exit_with_parent(parent_pid: int, *, poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int,
-                    prefetch: int = 2) -> Iterator[Decoded]:
-    """Decoded items in order; with workers > 0, decoding runs ahead in other processes."""
+Decoder = Callable[[Item, DecodeSpec], Decoded]
+
+
+class _DecodePool:
+    """A spawn process pool whose workers can be killed (a hung decoder cannot be cancelled).
+    Until its first result, a wait gets ``POOL_START_S`` more: starting a worker (a fresh Python
+    importing the decoders) can take long on a busy machine and is not the item's fault."""
+
+    def __init__(self, workers: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                           initializer=exit_with_parent, initargs=(os.getpid(),))
+        self.started = False
+
+    def submit(self, decode: Decoder, item: Item, spec: DecodeSpec) -> cf.Future:
+        return self.pool.submit(decode, item, spec)
+
+    def result(self, future: cf.Future, timeout_s: float | None) -> Decoded:
+        """The future's result; cf.TimeoutError or BrokenProcessPool as the pool raises them."""
+        if timeout_s is not None and not self.started:
+            timeout_s += POOL_START_S
+        decoded = future.result(timeout=timeout_s)
+        self.started = True
+        return decoded
+
+    def close(self, *, kill: bool = False) -> None:
+        if kill:  # the executor has no public way to stop a running task (Python < 3.14)
+            for proc in list(getattr(self.pool, "_processes", {}).values()):
+                proc.kill()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _timed_out(item: Item, timeout_s: float) -> Decoded:
+    return Decoded(item, error=f"{item.path}: decoding took longer than {timeout_s:g} s "
+                               "(timed out; the decoder was stopped)")
+
+
+def _crashed(item: Item) -> Decoded:
+    return Decoded(item, error=f"{item.path}: the decoder crashed on this file (its process "
+                               "died while decoding it)")
+
+
+def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int, *, prefetch: int = 2,
+                    timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+                    decode: Decoder = decode_item) -> Iterator[Decoded]:
+    """Decoded items in order; with workers > 0, decoding runs ahead in other processes, with
+    ``timeout_s`` per item (None: no limit) and crashed workers replaced (module docstring).
+    In-process decoding (workers <= 0) has no timeout."""
     if workers <= 0:
         for it in items:
-            yield decode_item(it, spec)
+            yield decode(it, spec)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=exit_with_parent,
-                                initargs=(os.getpid(),)) as pool:
-        pending: deque = deque()
-        queue = iter(items)
-        for it in queue:
-            pending.append(pool.submit(decode_item, it, spec))
-            if len(pending) > workers + prefetch:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    queue, pending = deque(items), deque()
+    pool = _DecodePool(workers)
+    try:
+        while queue or pending:
+            while queue and len(pending) <= workers + prefetch:
+                it = queue.popleft()
+                pending.append((it, pool.submit(decode, it, spec)))
+            it, future = pending.popleft()
+            try:
+                yield pool.result(future, timeout_s)
+                continue
+            except cf.TimeoutError:
+                yield _timed_out(it, timeout_s)
+                queue.extendleft(reversed([i for i, _ in pending]))  # decoded again in order
+                suspects = []
+            except BrokenProcessPool:
+                suspects = [it, *(i for i, _ in pending)]
+            pending.clear()
+            pool.close(kill=True)
+            yield from _one_at_a_time(suspects, spec, timeout_s, decode)
+            pool = _DecodePool(workers)
+    finally:
+        pool.close(kill=bool(pending))  # items still in flight: the consumer stopped early
+
+
+def _one_at_a_time(items: list[Item], spec: DecodeSpec, timeout_s: float | None,
+                   decode: Decoder) -> Iterator[Decoded]:
+    """Decode ``items`` alone in a worker each in turn, after a crash that one of them caused:
+    the one that crashes its worker again is the culprit."""
+    pool = None
+    try:
+        for it in items:
+            pool = pool or _DecodePool(1)
+            try:
+                yield pool.result(pool.submit(decode, it, spec), timeout_s)
+                continue
+            except cf.TimeoutError:
+                yield _timed_out(it, timeout_s)
+            except BrokenProcessPool:
+                yield _crashed(it)
+            pool.close(kill=True)
+            pool = None
+    finally:
+        if pool is not None:
+            pool.close(kill=True)
 
 
 # ------------------------------------------------------------------------------ encoding
@@ -265,6 +354,8 @@ class Extractor:
         self.audio = (_as_encoder(audio_encoder, "audio", opts.get("audio", {}))
                       if "audio" in modalities else None)
         self.clip = clip
+
+    decoder = staticmethod(decode_item)  # a module-level function: sent to spawn workers
 
     def manifest(self) -> dict:
         encoders = {m: e.manifest() for m, e in (("video", self.video), ("audio", self.audio)) if e}
@@ -366,13 +457,15 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, *, decode_workers: int = 1):
-        self.decode_workers = decode_workers
+    def __init__(self, *, decode_workers: int = 1,
+                 decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S):
+        self.decode_workers, self.decode_timeout_s = decode_workers, decode_timeout_s
 
     def run(self, units: list[ShardUnit], extractor: Extractor, *, on_item=None):
         node = socket.gethostname()
         stream = _decoded_stream([it for u in units for it in u.items], extractor.decode_spec(),
-                                 self.decode_workers)
+                                 self.decode_workers, timeout_s=self.decode_timeout_s,
+                                 decode=extractor.decoder)
         try:
             for unit in units:
                 decoded = itertools.islice(stream, len(unit.items))
@@ -389,22 +482,32 @@ def extract(
     extractor: Extractor | None = None,
     shard_size: int = 16,
     decode_workers: int = 1,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     progress: bool = True,
     max_shards: int | None = None,
     engine=None,
 ) -> ExtractSummary:
     """Extract every input not yet in the store ``out``; returns counts and the failures.
+    Holds the store's lock throughout (StoreError when another process writes it).
 
     ``engine`` decides where the shard units run: None (a :class:`LocalEngine` with
-    ``decode_workers``) or e.g. :class:`mvpt.distributed.RayEngine`. Shards are written here, as
+    ``decode_workers`` and ``decode_timeout_s``, which limits each item's decoding in a worker;
+    None: no limit) or e.g. :class:`mvpt.distributed.RayEngine`. Shards are written here, as
     their units finish. ``max_shards`` stops after that many new shards (for tests and partial
     runs)."""
     if shard_size < 1:
         raise UsageError(f"shard_size must be >= 1, got {shard_size}")
     extractor = extractor or Extractor()
-    engine = engine or LocalEngine(decode_workers=decode_workers)
-    store = FeatureStore.create(out, extractor.manifest())
-    store.remove_unfinished()
+    engine = engine or LocalEngine(decode_workers=decode_workers,
+                                   decode_timeout_s=decode_timeout_s)
+    with FeatureStore.writing(out, extractor.manifest()) as store:
+        return _extract_into(store, list(inputs), extractor, engine, shard_size=shard_size,
+                             progress=progress, max_shards=max_shards)
+
+
+def _extract_into(store: FeatureStore, inputs: list, extractor: Extractor, engine, *,
+                  shard_size: int, progress: bool, max_shards: int | None) -> ExtractSummary:
+    out = store.path
     rows = store.all_rows()
     items = _unique_ids(collect_items(inputs), dict(zip(rows["id"], rows["source_path"])))
     known = set(rows["id"])

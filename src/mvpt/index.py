@@ -25,9 +25,11 @@ times over, :func:`rebuild_index` retrains it). Measured by ``benchmarks/recomme
 15 min to build; ivf recall@10 0.974, p99 3 ms, 2 min to build.
 
 Updates are atomic: a change writes new numbered table and FAISS files (temporary name + rename),
-then the manifest pointing at them, then deletes the old ones. A kill leaves the previous index
-intact; running :func:`build_index` again with the same media resumes (finished store shards are
-kept; items of the request not yet in the index are encoded and added). Only the requested media
+then the manifest pointing at them, then deletes the old ones; every file is flushed to disk
+before the manifest names it. One writer at a time: building, removing and rebuilding hold
+INDEX/.lock, and a second writer is refused with the first one's pid. A kill leaves the previous
+index intact; running :func:`build_index` again with the same media resumes (finished store
+shards are kept; items of the request not yet in the index are encoded and added). Only the requested media
 are added, so an item removed with :func:`remove_items` stays out until it is requested again.
 """
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -49,7 +52,8 @@ import pyarrow.parquet as pq
 
 from mvpt.clips import ClipConfig, sliding_windows
 from mvpt.errors import ModelError, MvptError, SearchIndexError, UsageError
-from mvpt.fileio import atomic_path, atomic_write_json
+from mvpt.fileio import (atomic_path, atomic_write_json, exclusive_lock, make_dir,
+                         stray_temporaries)
 from mvpt.store import FeatureStore
 
 FORMAT_VERSION = 1
@@ -506,6 +510,26 @@ class IndexSummary:
         return asdict(self)
 
 
+def _one_writer(fn):
+    """Run ``fn`` holding the lock of its index folder (argument ``out`` or ``index_dir``; made
+    if missing for a build): a second writer gets SearchIndexError naming the first's pid."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        folder = Path(bound["out"] if "out" in bound else bound["index_dir"])
+        if "out" in bound:
+            make_dir(folder, exist_ok=True)
+        elif not folder.is_dir():
+            return fn(*args, **kwargs)  # says it is not an index
+        with exclusive_lock(folder, what="index", error=SearchIndexError):
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def build_index(
     run_dir: str | Path,
     media: Iterable[str | Path],
@@ -678,7 +702,8 @@ class _State:
                              vectors=self.n_vectors, dim=int(self.faiss_index.d),
                              updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         atomic_write_json(self.path / MANIFEST_NAME, self.manifest)
-        for old in [*self.path.glob("windows-*.parquet"), *self.path.glob("vectors-*.faiss")]:
+        for old in [*self.path.glob("windows-*.parquet"), *self.path.glob("vectors-*.faiss"),
+                    *stray_temporaries(self.path)]:  # of a killed commit
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
 
@@ -701,6 +726,7 @@ def window_table(feats, array: str, spec: WindowSpec) -> tuple[pd.DataFrame, lis
 
 
 # ------------------------------------------------------------------------------ changing
+@_one_writer
 def remove_items(index_dir: str | Path, ids: Iterable[str]) -> int:
     """Remove items (all their windows) from the index; returns the number of windows removed.
     Unknown ids are refused before anything changes. The store keeps their features, so asking
@@ -716,6 +742,7 @@ def remove_items(index_dir: str | Path, ids: Iterable[str]) -> int:
     return removed
 
 
+@_one_writer
 def rebuild_index(index_dir: str | Path, *, kind: str | None = None,
                   params: dict | None = None) -> dict:
     """Rebuild the FAISS index from its own vectors, optionally as another ``kind`` (e.g. exact ->

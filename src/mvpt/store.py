@@ -11,10 +11,15 @@ Layout::
     STORE/shards/shard-00000/<array>.npy    float16 [clips in shard, dim], one file per array
                                             ("video", "audio", "audio_scores", ...)
     STORE/shards/shard-00000/DONE           written last: a shard without it is unfinished
+    STORE/.lock                             held (flock) by the one process writing the store
 
 A shard is the unit of work and is immutable once DONE exists. Every file is written to a
-temporary name and renamed, so a kill leaves either the old state or the new one. An item id that
-appears in several shards is read from the newest (re-extraction supersedes).
+temporary name, flushed to disk and renamed (:mod:`mvpt.fileio`), so a kill or a power loss
+leaves either the old state or the new one, and DONE never vouches for data not yet on disk. One
+writer at a time: :meth:`FeatureStore.writing` holds the store's lock, and a second writer is
+refused with the pid of the first. Reading checks every DONE shard's files and shapes first
+(:meth:`FeatureStore.check`; ``mvpt store check STORE``). An item id that appears in several
+shards is read from the newest (re-extraction supersedes).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -31,7 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mvpt.errors import StoreError
-from mvpt.fileio import atomic_path, atomic_write_json
+from mvpt.fileio import (atomic_path, atomic_save_npy, atomic_write_json, exclusive_lock,
+                         make_dir, stray_temporaries)
 
 FORMAT_VERSION = 1
 SHARD_PREFIX = "shard-"
@@ -97,13 +105,9 @@ class Features:
         return self.arrays[name][self.offsets[i]:self.offsets[i + 1]]
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
-
-
-def _atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    with atomic_path(path) as tmp:
+def _write_parquet_into(folder: Path, name: str, table: pa.Table) -> None:
+    """Atomically, into an existing ``folder`` (never recreated if another process removed it)."""
+    with atomic_path(folder / name, make_parents=False) as tmp:
         pq.write_table(table, tmp)
 
 
@@ -161,13 +165,27 @@ class FeatureStore:
                 raise StoreError(f"{path}: cannot add to this store: {problem}; "
                                  "use another --out folder")
             return store
-        if path.exists() and any(path.iterdir()):
-            raise StoreError(f"{path}: folder exists, is not empty and is not a feature store")
-        (path / "shards").mkdir(parents=True, exist_ok=True)
+        _refuse_foreign_folder(path)
         full = {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **manifest}
-        atomic_write_json(path / "manifest.json", full)
+        atomic_write_json(path / "manifest.json", full)  # first: a killed create leaves a store
+        make_dir(path / "shards", exist_ok=True)
         return cls(path, full)
+
+    @classmethod
+    @contextmanager
+    def writing(cls, path, manifest: dict) -> Iterator["FeatureStore"]:
+        """:meth:`create` under the store's exclusive lock, held for the block: the one way to
+        add shards while other processes may try too. A second writer gets a StoreError naming
+        the first one's pid. Unfinished shards of a killed run are removed first."""
+        path = Path(path)
+        if not (path / "manifest.json").exists():
+            _refuse_foreign_folder(path)  # before a lock file is left in someone's folder
+        make_dir(path, exist_ok=True)
+        with exclusive_lock(path, what="feature store", error=StoreError):
+            store = cls.create(path, manifest)
+            store.remove_unfinished()
+            yield store
 
     # ---------------------------------------------------------------- shards
     @property
@@ -190,12 +208,33 @@ class FeatureStore:
     def remove_unfinished(self) -> list[Path]:
         """Delete shard folders without a DONE marker (left by a killed run) and stray temporary
         files; returns what was removed. Finished shards are never touched."""
-        removed = []
+        removed = stray_temporaries(self.path)
+        for p in removed:
+            p.unlink()
         for d in self.shard_dirs(done_only=False):
             if not (d / DONE_NAME).is_file():
                 shutil.rmtree(d)
                 removed.append(d)
         return removed
+
+    def check(self) -> list[tuple[Path, str]]:
+        """(shard folder, what is wrong) for every DONE shard whose files are missing, unreadable
+        or of the wrong shape; empty when the store is sound."""
+        problems = []
+        for d in self.shard_dirs():
+            problem = shard_problem(d, self.array_dims)
+            if problem:
+                problems.append((d, problem))
+        return problems
+
+    def remove_broken(self) -> list[Path]:
+        """Delete the DONE shards :meth:`check` finds broken (their items are extracted again by
+        the next run); returns them. Call it under :meth:`writing`'s lock."""
+        broken = [d for d, _ in self.check()]
+        for d in broken:
+            shutil.rmtree(d)
+        self._rows_cache = None
+        return broken
 
     def next_shard_dir(self) -> Path:
         dirs = self.shard_dirs(done_only=False)
@@ -213,34 +252,12 @@ class FeatureStore:
                 if shape != (r.n_clips, dim):
                     raise StoreError(f"{r.source_path}: array {name!r} has shape {shape}, "
                                      f"expected ({r.n_clips}, {dim})")
-        shard = self.next_shard_dir()
-        shard.mkdir(parents=True)
-        counts = np.array([r.n_clips for r in results], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        for name, dim in dims.items():
-            parts = [np.asarray(r.arrays[name], dtype=np.float16) for r in results if r.n_clips]
-            data = np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)
-            _atomic_save_npy(shard / f"{name}.npy", data)
-        _atomic_save_npy(shard / "offsets.npy", offsets)
-        table = pa.table({
-            "id": [r.id for r in results],
-            "source_path": [r.source_path for r in results],
-            "start_s": [float(r.start_s) for r in results],
-            "end_s": [float(r.end_s) for r in results],
-            "duration_s": [float(r.duration_s) for r in results],
-            "split": [r.split for r in results],
-            "status": [r.status for r in results],
-            "error": [r.error for r in results],
-            "n_clips": counts,
-            "offset": offsets[:-1],
-            "title": [r.title for r in results],
-            "node": [r.node for r in results],
-        }, schema=_ROW_SCHEMA)
-        _atomic_write_parquet(shard / "rows.parquet", table)
-        atomic_write_json(shard / DONE_NAME, {
-            "rows": len(results), "clips": int(offsets[-1]),
-            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
+        shard = make_dir(self.next_shard_dir())  # a new folder, never one that exists
+        try:
+            _write_shard_files(shard, results, dims)
+        except FileNotFoundError:
+            raise StoreError(f"{shard}: the shard folder was removed while being written (by "
+                             "another process?); nothing of it was recorded") from None
         self._rows_cache = None
         return shard
 
@@ -250,6 +267,11 @@ class FeatureStore:
         if self._rows_cache is None:
             frames = []
             for d in self.shard_dirs():
+                problem = shard_problem(d, self.array_dims)
+                if problem:
+                    raise StoreError(f"{d}: broken shard ({problem}); `mvpt store check "
+                                     f"{self.path} --remove-broken` removes it so that its "
+                                     "items are extracted again")
                 df = pq.read_table(d / "rows.parquet").to_pandas()
                 df["shard"] = d.name
                 frames.append(df)
@@ -325,3 +347,69 @@ class FeatureStore:
             "shards": len(self.shard_dirs()),
             "splits": {k: int(v) for k, v in rows[rows["status"] == "done"]["split"].value_counts().items()},
         }
+
+
+def _write_shard_files(shard: Path, results: list[ItemResult], dims: dict[str, int]) -> None:
+    """Arrays, offsets, rows, then DONE, each atomically into the existing folder ``shard``."""
+    counts = np.array([r.n_clips for r in results], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    for name, dim in dims.items():
+        parts = [np.asarray(r.arrays[name], dtype=np.float16) for r in results if r.n_clips]
+        data = np.concatenate(parts) if parts else np.zeros((0, dim), np.float16)
+        atomic_save_npy(shard / f"{name}.npy", data, make_parents=False)
+    atomic_save_npy(shard / "offsets.npy", offsets, make_parents=False)
+    table = pa.table({
+        "id": [r.id for r in results],
+        "source_path": [r.source_path for r in results],
+        "start_s": [float(r.start_s) for r in results],
+        "end_s": [float(r.end_s) for r in results],
+        "duration_s": [float(r.duration_s) for r in results],
+        "split": [r.split for r in results],
+        "status": [r.status for r in results],
+        "error": [r.error for r in results],
+        "n_clips": counts,
+        "offset": offsets[:-1],
+        "title": [r.title for r in results],
+        "node": [r.node for r in results],
+    }, schema=_ROW_SCHEMA)
+    _write_parquet_into(shard, "rows.parquet", table)
+    atomic_write_json(shard / DONE_NAME, {
+        "rows": len(results), "clips": int(offsets[-1]),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }, make_parents=False)
+
+
+def _refuse_foreign_folder(path: Path) -> None:
+    """Refuse a folder holding anything but what a killed create leaves (its lock, temporaries)."""
+    if path.exists() and any(not p.name.startswith(".") for p in path.iterdir()):
+        raise StoreError(f"{path}: folder exists, is not empty and is not a feature store")
+
+
+def shard_problem(shard: Path, array_dims: dict[str, int]) -> str | None:
+    """What is wrong with a DONE shard's files (None when its DONE marker, rows, offsets and
+    every array agree in row and clip counts, shapes and dtypes)."""
+    try:
+        done = json.loads((shard / DONE_NAME).read_text())
+        n_rows, n_clips = int(done["rows"]), int(done["clips"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable {DONE_NAME} marker ({type(exc).__name__}: {exc})"
+    try:
+        table_rows = pq.read_metadata(shard / "rows.parquet").num_rows
+    except (OSError, pa.ArrowException) as exc:
+        return f"rows.parquet missing or unreadable ({exc})"
+    if table_rows != n_rows:
+        return f"rows.parquet has {table_rows} rows, {DONE_NAME} says {n_rows}"
+    wanted = {"offsets": ((n_rows + 1,), np.int64),
+              **{name: ((n_clips, dim), np.float16) for name, dim in array_dims.items()}}
+    for name, (shape, dtype) in wanted.items():
+        try:
+            array = np.load(shard / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            return f"{name}.npy missing or unreadable ({type(exc).__name__}: {exc})"
+        if array.shape != shape or array.dtype != dtype:
+            return (f"{name}.npy is {array.dtype} {array.shape}, expected "
+                    f"{np.dtype(dtype)} {shape}")
+        if name == "offsets" and (array[0] != 0 or array[-1] != n_clips
+                                  or np.any(np.diff(array) < 0)):
+            return f"offsets.npy does not run from 0 to {n_clips} clips in order"
+    return None

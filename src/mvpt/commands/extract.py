@@ -34,6 +34,8 @@ def add_parser(sub) -> None:
                    help="items per shard, the unit of resumption (default 16)")
     p.add_argument("--decode-workers", type=int, default=1,
                    help="processes decoding ahead of the encoders (0: decode in-process)")
+    p.add_argument("--decode-timeout", type=positive_float, default=600.0, metavar="SECONDS",
+                   help="record a file as failed when decoding it takes longer (default 600)")
     add_engine_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_json_option(p)
@@ -57,7 +59,8 @@ def engine_from_args(args):
     from mvpt.distributed import make_engine
 
     return make_engine(args.engine, address=args.address, gpus_per_worker=args.gpus_per_worker,
-                       decode_workers=args.decode_workers)
+                       decode_workers=args.decode_workers,
+                       decode_timeout_s=getattr(args, "decode_timeout", None))
 
 
 def run(args) -> int:

@@ -29,12 +29,14 @@ from mvpt.store import ItemResult, compat_problem
 
 
 def make_engine(name: str = "local", *, address: str | None = None, gpus_per_worker: float = 0,
-                decode_workers: int = 1):
-    """The engine named on the command line: "local" or "ray"."""
+                decode_workers: int = 1, decode_timeout_s: float | None = None):
+    """The engine named on the command line: "local" or "ray" (``decode_workers`` and
+    ``decode_timeout_s`` are the local engine's; None: its default timeout)."""
     if name == "local":
         if address or gpus_per_worker:
             raise UsageError("--address and --gpus-per-worker need --engine ray")
-        return LocalEngine(decode_workers=decode_workers)
+        timeout = {} if decode_timeout_s is None else {"decode_timeout_s": decode_timeout_s}
+        return LocalEngine(decode_workers=decode_workers, **timeout)
     if name == "ray":
         return RayEngine(address=address, gpus_per_worker=gpus_per_worker)
     raise UsageError(f"unknown engine {name!r}: use local or ray")
@@ -76,8 +78,8 @@ class ExtractWorker:
 
     def run_unit(self, unit: ShardUnit) -> list[ItemResult]:
         """Decode and encode a unit here."""
-        spec = self.extractor.decode_spec()
-        return process_unit(self.extractor, (decode_item(it, spec) for it in unit.items),
+        spec, decode = self.extractor.decode_spec(), self.extractor.decoder
+        return process_unit(self.extractor, (decode(it, spec) for it in unit.items),
                             node=self.node)
 
     def encode_unit(self, decoded_refs: list) -> list[ItemResult]:

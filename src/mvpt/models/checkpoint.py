@@ -75,7 +75,8 @@ def make_checkpoint(*, model: JointEmbedder, features: dict, run_config: dict, e
 
 
 def save_checkpoint(path, checkpoint: dict) -> Path:
-    """Write atomically (temporary file + rename): a kill leaves the old file or the new one."""
+    """Write atomically and durably (temporary file, fsync, rename, fsync of the folder): a kill
+    or a power loss leaves the old file or the new one."""
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
