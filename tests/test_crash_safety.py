@@ -70,7 +70,7 @@ def test_shard_files_are_flushed_before_done_vouches_for_them(tmp_path, fs_calls
 
 def test_index_commit_and_checkpoint_are_flushed(tmp_path, fs_calls):
     from mvpt.index import build_index
-    from tests.test_index import make_linear_run, write_music
+    from tests.fixtures.toy_index import make_linear_run, write_music
 
     run = make_linear_run(tmp_path / "run")
     assert renamed(fs_calls) == ["best.pt"]

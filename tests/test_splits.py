@@ -81,7 +81,7 @@ def test_manifest_group_without_split_is_hashed_by_group(tmp_path):
 def toy_extractor():
     from mvpt.clips import ClipConfig
     from mvpt.extract import Extractor
-    from tests.test_index import ToyAudioEncoder, ToyFrameEncoder  # registers the toy encoders
+    from tests.fixtures.toy_index import ToyAudioEncoder, ToyFrameEncoder  # registers them
 
     return Extractor(video_encoder=ToyFrameEncoder.name, audio_encoder=ToyAudioEncoder.name,
                      clip=ClipConfig(clip_s=1.0, max_clips=30))

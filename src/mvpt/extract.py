@@ -25,8 +25,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import hashlib
+import itertools
 import multiprocessing
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -73,6 +75,7 @@ class ExtractSummary:
     failed: int = 0
     skipped: int = 0
     failures: list[dict] = field(default_factory=list)
+    engine: dict = field(default_factory=dict)  # which engine ran, and what it retried
 
     @property
     def attempted(self) -> int:
@@ -80,7 +83,8 @@ class ExtractSummary:
 
     def to_dict(self) -> dict:
         return {"store": self.store, "total": self.total, "done": self.done,
-                "failed": self.failed, "skipped": self.skipped, "failures": self.failures}
+                "failed": self.failed, "skipped": self.skipped, "failures": self.failures,
+                "engine": self.engine}
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -346,6 +350,10 @@ class Extractor:
         opts = encoder_options or {}
         if not modalities or set(modalities) - {"video", "audio"}:
             raise UsageError(f"modalities must be 'video' and/or 'audio', got {modalities!r}")
+        self.recipe = {  # picklable arguments that rebuild this extractor in another process
+            "video_encoder": getattr(video_encoder, "name", video_encoder),
+            "audio_encoder": getattr(audio_encoder, "name", audio_encoder),
+            "clip": clip, "encoder_options": opts, "modalities": tuple(modalities)}
         self.video = (_as_encoder(video_encoder, "video", opts.get("video", {}))
                       if "video" in modalities else None)
         self.audio = (_as_encoder(audio_encoder, "audio", opts.get("audio", {}))
@@ -418,6 +426,59 @@ def _as_encoder(enc, modality: str, options: dict):
     return enc
 
 
+# ------------------------------------------------------------------------------ shard units
+@dataclass(frozen=True)
+class ShardUnit:
+    """The unit of work: the items of one shard. An engine runs units wherever it likes;
+    :func:`process_unit` turns one into its results and :meth:`FeatureStore.write_shard` (in the
+    process that owns the store) writes them, so every engine writes the same shards."""
+
+    index: int  # position among this run's units
+    items: tuple[Item, ...]
+
+
+def plan_units(items: list[Item], shard_size: int) -> list[ShardUnit]:
+    return [ShardUnit(k, tuple(items[i:i + shard_size]))
+            for k, i in enumerate(range(0, len(items), shard_size))]
+
+
+def process_unit(extractor: Extractor, decoded: Iterable[Decoded], *, node: str,
+                 on_item=None) -> list[ItemResult]:
+    """Encode a unit's decoded items into store rows tagged with ``node`` (the machine that did
+    the work); ``on_item(result)`` is called after each item."""
+    results = []
+    for dec in decoded:
+        result = extractor.encode(dec)
+        result.node = node
+        results.append(result)
+        if on_item:
+            on_item(result)
+    return results
+
+
+class LocalEngine:
+    """Runs the units in this process, with decoding running ahead in ``decode_workers`` other
+    processes (0: in-process). Yields ``(unit, results)`` in order."""
+
+    name = "local"
+
+    def __init__(self, *, decode_workers: int = 1,
+                 decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S):
+        self.decode_workers, self.decode_timeout_s = decode_workers, decode_timeout_s
+
+    def run(self, units: list[ShardUnit], extractor: Extractor, *, on_item=None):
+        node = socket.gethostname()
+        stream = _decoded_stream([it for u in units for it in u.items], extractor.decode_spec(),
+                                 self.decode_workers, timeout_s=self.decode_timeout_s,
+                                 decode=extractor.decoder)
+        try:
+            for unit in units:
+                decoded = itertools.islice(stream, len(unit.items))
+                yield unit, process_unit(extractor, decoded, node=node, on_item=on_item)
+        finally:
+            stream.close()
+
+
 # ------------------------------------------------------------------------------ the run
 def extract(
     inputs: Iterable[str | Path],
@@ -429,51 +490,52 @@ def extract(
     decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     progress: bool = True,
     max_shards: int | None = None,
+    engine=None,
 ) -> ExtractSummary:
     """Extract every input not yet in the store ``out``; returns counts and the failures.
     Holds the store's lock throughout (StoreError when another process writes it).
 
-    ``decode_timeout_s`` limits each item's decoding in a worker (None: no limit);
-    ``max_shards`` stops after that many new shards (for tests and partial runs)."""
+    ``engine`` decides where the shard units run: None (a :class:`LocalEngine` with
+    ``decode_workers`` and ``decode_timeout_s``, which limits each item's decoding in a worker;
+    None: no limit) or e.g. :class:`mvpt.distributed.RayEngine`. Shards are written here, as
+    their units finish. ``max_shards`` stops after that many new shards (for tests and partial
+    runs)."""
     if shard_size < 1:
         raise UsageError(f"shard_size must be >= 1, got {shard_size}")
     extractor = extractor or Extractor()
+    engine = engine or LocalEngine(decode_workers=decode_workers,
+                                   decode_timeout_s=decode_timeout_s)
     with FeatureStore.writing(out, extractor.manifest()) as store:
-        return _extract_into(store, list(inputs), extractor, shard_size=shard_size,
-                             decode_workers=decode_workers, decode_timeout_s=decode_timeout_s,
+        return _extract_into(store, list(inputs), extractor, engine, shard_size=shard_size,
                              progress=progress, max_shards=max_shards)
 
 
-def _extract_into(store: FeatureStore, inputs: list, extractor: Extractor, *, shard_size: int,
-                  decode_workers: int, decode_timeout_s: float | None, progress: bool,
-                  max_shards: int | None) -> ExtractSummary:
+def _extract_into(store: FeatureStore, inputs: list, extractor: Extractor, engine, *,
+                  shard_size: int, progress: bool, max_shards: int | None) -> ExtractSummary:
     out = store.path
     rows = store.all_rows()
     items = _unique_ids(collect_items(inputs), dict(zip(rows["id"], rows["source_path"])))
     known = set(rows["id"])
     todo = [it for it in items if it.id not in known]
+    units = plan_units(todo, shard_size)
     summary = ExtractSummary(store=str(out), total=len(items), skipped=len(items) - len(todo))
     bar = _progress(total=len(items), initial=summary.skipped, enabled=progress)
-    batch: list[ItemResult] = []
-    shards_written = 0
+
+    def on_item(result: ItemResult) -> None:
+        _count(summary, result)
+        bar.update(1)
+        bar.set_postfix(done=summary.done, failed=summary.failed)
+
+    runs = engine.run(units, extractor, on_item=on_item)
     try:
-        decoded = _decoded_stream(todo, extractor.decode_spec(), decode_workers,
-                                  timeout_s=decode_timeout_s, decode=extractor.decoder)
-        for dec in decoded:
-            result = extractor.encode(dec)
-            _count(summary, result)
-            batch.append(result)
-            bar.update(1)
-            bar.set_postfix(done=summary.done, failed=summary.failed)
-            if len(batch) == shard_size:
-                store.write_shard(batch)
-                batch, shards_written = [], shards_written + 1
-                if max_shards is not None and shards_written >= max_shards:
-                    break
-        if batch:
-            store.write_shard(batch)
+        for shards_written, (_, results) in enumerate(runs, start=1):
+            store.write_shard(results)
+            if max_shards is not None and shards_written >= max_shards:
+                break
     finally:
+        runs.close()
         bar.close()
+    summary.engine = getattr(engine, "report", lambda: {"name": engine.name})()
     return summary
 
 

@@ -513,13 +513,15 @@ def build_index(
     progress: bool = True,
     shard_size: int = 16,
     decode_workers: int = 1,
+    engine=None,
 ) -> IndexSummary:
     """Extract ``media`` into ``out``/store and add the items not yet indexed to the index at
     ``out``, with ``run`` (a :class:`~mvpt.run.Run` or its folder, loaded at ``which``).
     ``window_s``/``stride_s``/``kind`` default to the existing index's, else the run's longest
     input (K x t), a third of that, and "exact"; changing them for an existing index is refused
     (use :func:`rebuild_index` for the kind). ``modality`` is "music" (audio of audio files and
-    videos alike) or "video". Media paths are recorded absolute and resolved."""
+    videos alike) or "video". Media paths are recorded absolute and resolved. ``engine`` runs
+    the extraction (see :func:`mvpt.extract.extract`; e.g. a Ray cluster)."""
     from mvpt.extract import collect_items, extract
 
     out, media = Path(out), list(media)
@@ -528,7 +530,7 @@ def build_index(
     manifest = _manifest_for(out, run, modality, window_s, stride_s, kind)
     extract_summary = extract(media, out / STORE_NAME, extractor=run.extractor(mod),
                               shard_size=shard_size, decode_workers=decode_workers,
-                              progress=progress)
+                              progress=progress, engine=engine)
     state = _State.load(out, manifest, run)
     requested = {it.id for it in collect_items(media)}
     rows = FeatureStore.open(out / STORE_NAME).rows(status="done")

@@ -6,7 +6,8 @@ Layout::
     STORE/shards/shard-00000/rows.parquet   one row per item: id, source_path, start_s, end_s,
                                             duration_s, split, status, error, n_clips, offset,
                                             title, group (the film a region is from; empty
-                                            when none; stores written before it lack it)
+                                            when none), node (the machine that extracted it);
+                                            stores written before them lack these columns
     STORE/shards/shard-00000/offsets.npy    int64 [rows + 1]: item i's clips are [offsets[i], offsets[i+1])
     STORE/shards/shard-00000/<array>.npy    float16 [clips in shard, dim], one file per array
                                             ("video", "audio", "audio_scores", ...)
@@ -46,13 +47,14 @@ SHARD_PREFIX = "shard-"
 DONE_NAME = "DONE"
 ROW_COLUMNS = [
     "id", "source_path", "start_s", "end_s", "duration_s", "split", "status", "error",
-    "n_clips", "offset", "title", "group",
+    "n_clips", "offset", "title", "group", "node",
 ]
 _ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("source_path", pa.string()), ("start_s", pa.float64()),
     ("end_s", pa.float64()), ("duration_s", pa.float64()), ("split", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("n_clips", pa.int64()),
     ("offset", pa.int64()), ("title", pa.string()), ("group", pa.string()),
+    ("node", pa.string()),
 ])
 # Manifest keys that must match for new features to join a store.
 COMPAT_KEYS = ("clip_s", "frames_per_clip", "encoders")
@@ -72,6 +74,7 @@ class ItemResult:
     error: str | None = None
     title: str | None = None
     group: str | None = None
+    node: str | None = None  # the machine (engine node) that extracted it
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -373,6 +376,7 @@ def _write_shard_files(shard: Path, results: list[ItemResult], dims: dict[str, i
         "offset": offsets[:-1],
         "title": [r.title for r in results],
         "group": [r.group for r in results],
+        "node": [r.node for r in results],
     }, schema=_ROW_SCHEMA)
     _write_parquet_into(shard, "rows.parquet", table)
     atomic_write_json(shard / DONE_NAME, {

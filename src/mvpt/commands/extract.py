@@ -37,9 +37,31 @@ def add_parser(sub) -> None:
                    help="processes decoding ahead of the encoders (0: decode in-process)")
     p.add_argument("--decode-timeout", type=positive_float, default=600.0, metavar="SECONDS",
                    help="record a file as failed when decoding it takes longer (default 600)")
+    add_engine_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_json_option(p)
     p.set_defaults(func=run)
+
+
+def add_engine_options(p) -> None:
+    """--engine/--address/--gpus-per-worker (also used by `mvpt index`)."""
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where the shards are extracted: this process (default) or a Ray "
+                   "cluster (needs `pip install 'mvpt[ray]'`)")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="with --engine ray: the cluster to join (`auto`: the one `ray start` "
+                   "made on this machine); default: a private Ray instance for this run")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="N",
+                   help="with --engine ray: GPUs per encoding worker; decoding then runs on "
+                   "CPU workers (default 0: each worker decodes and encodes on one CPU)")
+
+
+def engine_from_args(args):
+    from mvpt.distributed import make_engine
+
+    return make_engine(args.engine, address=args.address, gpus_per_worker=args.gpus_per_worker,
+                       decode_workers=args.decode_workers,
+                       decode_timeout_s=getattr(args, "decode_timeout", None))
 
 
 def run(args) -> int:
@@ -53,8 +75,7 @@ def run(args) -> int:
     extractor = Extractor(video_encoder=args.video_encoder, audio_encoder=args.audio_encoder,
                           clip=clip, encoder_options=options)
     summary = extract(args.inputs, args.out, extractor=extractor, shard_size=args.shard_size,
-                      decode_workers=args.decode_workers, decode_timeout_s=args.decode_timeout,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, engine=engine_from_args(args))
     to_stdout = emit_json(args, summary.to_dict())
     out = sys.stderr if to_stdout else sys.stdout
     for f in summary.failures:

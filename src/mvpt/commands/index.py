@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from mvpt.commands.common import add_json_option, emit_json, positive_float
+from mvpt.commands.extract import add_engine_options, engine_from_args
 
 
 def add_parser(sub) -> None:
@@ -38,6 +39,7 @@ def add_parser(sub) -> None:
                    help="rebuild the FAISS index from its own vectors as --kind (no RUN or MEDIA)")
     p.add_argument("--decode-workers", type=int, default=1,
                    help="processes decoding ahead of the encoders (0: decode in-process)")
+    add_engine_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_json_option(p)
     p.set_defaults(func=run)
@@ -62,7 +64,8 @@ def run(args) -> int:
     summary = build_index(
         args.run, args.media, args.out, modality=args.modality, window_s=args.window_seconds,
         stride_s=args.stride_seconds, kind=args.kind, which=args.which,
-        progress=not args.no_progress, decode_workers=args.decode_workers)
+        progress=not args.no_progress, decode_workers=args.decode_workers,
+        engine=engine_from_args(args))
     for failure in summary.extract.get("failures", []):
         print(f"failed: {failure['error']}", file=sys.stderr)
     return _report(args, summary.to_dict(),

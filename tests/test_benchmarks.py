@@ -1,0 +1,62 @@
+"""benchmarks/run_all.py: one JSON and one markdown table over every benchmark (figures are
+printed, never asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import run_all  # noqa: E402
+
+
+def test_markdown_rows_reads_printed_tables():
+    text = ("title\n| case | pool | wall s |\n|---|---:|---:|\n| blocked | 2,000 | 0.52 |\n"
+            "| full | 2,000 | 0.61 |\nnot a table\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    rows = run_all.markdown_rows(text)
+    assert rows == [{"case": "blocked", "pool": "2,000", "wall s": "0.52"},
+                    {"case": "full", "pool": "2,000", "wall s": "0.61"}, {"a": "1", "b": "2"}]
+
+
+def test_parsers_pick_the_headline_figures():
+    train = ("step: 0.250 s, 128.0 tracks/s\nforward+backward: 1.00 GFLOP per step\n"
+             "achieved: 4.00 GFLOP/s; plain float32 1024x1024 matmul: 80.00 GFLOP/s (ratio 0.05)")
+    rows = run_all.parse_train(train, None)
+    assert rows[0][1] == 128.0 and rows[1][1] == 4.0 and "ratio 0.05" in rows[1][2]
+    serve = ("endpoint    count    p50 ms    p99 ms  status codes\n"
+             "recommend      12     812.5    1500.2  200: 12\n"
+             "server RSS MB: start 300, middle 420, end 410\n")
+    rows = run_all.parse_load_serve(serve, None)
+    assert rows[0] == ("server recommend: p50 / p99 ms", "812.5 / 1500.2", "12 requests")
+    assert rows[1][1] == "300 -> 410"
+    assert run_all.parse_eval("no table here", None) == [("eval", None, "")]
+
+
+def test_options_a_script_does_not_list_are_dropped(tmp_path):
+    script = tmp_path / "bench.py"
+    script.write_text("import argparse\np = argparse.ArgumentParser()\n"
+                      "p.add_argument('--sizes', nargs='+')\np.parse_args()\n")
+    kept = run_all.supported(script, ["--sizes", "10", "20", "--block-size", "5"])
+    assert kept == ["--sizes", "10", "20"]
+
+
+@pytest.mark.slow
+def test_quick_suite_writes_json_and_markdown_with_a_row_per_benchmark(tmp_path):
+    out = tmp_path / "bench"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(done.stdout[-6000:])  # the figures, for the CI log
+    report = json.loads((out / "results.json").read_text())
+    names = [b.name for b in run_all.BENCHMARKS]
+    assert [rec["name"] for rec in report["benchmarks"]] == names
+    table = (out / "results.md").read_text()
+    assert report["machine"] in table and report["date"] in table
+    for rec in report["benchmarks"]:
+        assert rec["rows"], rec["name"]
+        assert rec["status"] in ("ok", "missing") or rec["status"].startswith(("exit", "timed")), rec
+        assert f"| {rec['name']} |" in table

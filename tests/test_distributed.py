@@ -1,0 +1,338 @@
+"""Extraction on Ray: the same store as the local engine, work on two nodes, a killed worker.
+
+The cluster tests start a two-node Ray cluster on this machine (one CPU per node, the second
+node also declaring one GPU so that the GPU path can be scheduled) and always stop it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import mvpt
+from mvpt.distributed.ray_engine import RayEngine
+from mvpt.extract import Decoded, Item, ShardUnit
+from mvpt.store import FeatureStore, ItemResult
+from tests.fixtures.media_factory import write_video
+
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
+N_FILES = 20
+
+
+def mvpt_env(**extra) -> dict:
+    """This process's environment with this checkout's mvpt first on the path (Ray workers
+    inherit the environment of `ray start`), for a loopback test cluster without auth tokens
+    (a `ray start --head` makes one when a token file exists, and a joining node then needs it)."""
+    src = str(Path(mvpt.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled", **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cli(*args, timeout=180):
+    done = subprocess.run([*RAY_CLI, *args], env=mvpt_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"ray {' '.join(args)}: {done.stderr[-2000:]}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    pytest.importorskip("ray")
+    address = f"127.0.0.1:{free_port()}"
+    small = ["--num-cpus", "1", "--object-store-memory", "200000000", "--disable-usage-stats"]
+    try:
+        ray_cli("start", "--head", "--port", address.split(":")[1], "--include-dashboard=false",
+                *small)
+        ray_cli("start", "--address", address, "--num-gpus", "1", *small)
+        yield address
+    finally:
+        subprocess.run([*RAY_CLI, "stop", "--force"], env=mvpt_env(), capture_output=True,
+                       timeout=180)
+
+
+@pytest.fixture(scope="module")
+def media20(tmp_path_factory) -> Path:
+    """20 short videos and one file that is not a video."""
+    folder = tmp_path_factory.mktemp("media20")
+    for k in range(N_FILES):
+        write_video(folder / f"v{k:02d}.mp4", duration_s=2.0 + k % 2, seed=k)
+    (folder / "broken.mp4").write_bytes(b"this is not a video")
+    return folder
+
+
+def cli(*args, timeout=420, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mvpt.cli", *map(str, args)],
+                          env=env or mvpt_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def ray_extract(media: Path, out: Path, address: str, *extra) -> dict:
+    proc = cli("extract", media, "--out", out, "--engine", "ray", "--address", address,
+               "--shard-size", "2", "--no-progress", "--json", *extra)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def comparable_rows(store: FeatureStore) -> pd.DataFrame:
+    rows = store.all_rows().drop(columns=["node", "shard", "offset"])
+    return rows.sort_values("id").reset_index(drop=True)
+
+
+def test_local_engine_refuses_ray_options(tmp_path):
+    proc = cli("extract", tmp_path, "--out", tmp_path / "store", "--address", "auto")
+    assert proc.returncode == 2
+    assert "--address and --gpus-per-worker need --engine ray" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def ray_store(cluster, media20, tmp_path_factory) -> tuple[Path, dict]:
+    """The 20-file set extracted on the two-node cluster, and the run's --json summary."""
+    out = tmp_path_factory.mktemp("ray") / "store"
+    return out, ray_extract(media20, out, cluster)
+
+
+@pytest.mark.slow
+def test_two_node_cluster_extracts_on_both_nodes(ray_store):
+    out, summary = ray_store
+    assert (summary["done"], summary["failed"]) == (N_FILES, 1)
+    assert summary["engine"]["workers"] == 2 and summary["engine"]["redone"] == []
+    assert "broken.mp4: not a media file" in summary["failures"][0]["error"]
+    nodes = FeatureStore.open(out).all_rows()["node"]
+    assert nodes.nunique() == 2, nodes.value_counts()  # both nodes extracted files
+    assert (nodes.value_counts() >= 2).all()
+
+
+@pytest.mark.slow
+def test_ray_store_equals_local_store(ray_store, media20, tmp_path):
+    # the local engine, with the encoders on one thread like a one-CPU Ray worker
+    local = cli("extract", media20, "--out", tmp_path / "local", "--shard-size", "2",
+                "--no-progress", env=mvpt_env(MVPT_THREADS="1"))
+    assert local.returncode == 0, local.stderr[-2000:]
+    ray_store, local_store = FeatureStore.open(ray_store[0]), FeatureStore.open(tmp_path / "local")
+    pd.testing.assert_frame_equal(comparable_rows(ray_store), comparable_rows(local_store))
+    for item_id in ray_store.rows()["id"]:
+        a, b = ray_store.read(item_id), local_store.read(item_id)
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{item_id} {name}")
+
+
+def busy_worker_pids() -> list[int]:
+    """Ray worker processes running an extraction unit (Ray names them after the method)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name.isdigit() and cmd.startswith(b"ray::ExtractWorker.run_unit"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_killed_worker_only_its_unit_is_redone(cluster, media20, tmp_path):
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "mvpt.cli", "extract", str(media20), "--out", str(out),
+           "--engine", "ray", "--address", cluster, "--shard-size", "2", "--no-progress",
+           "--json", str(tmp_path / "summary.json")]
+    run = subprocess.Popen(cmd, env=mvpt_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        wait_for(lambda: list(out.glob("shards/*/DONE")), 300, "a first shard")
+        victim = wait_for(busy_worker_pids, 60, "a busy worker")[0]
+        os.kill(victim, signal.SIGKILL)
+        _, err = run.communicate(timeout=420)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    units = (N_FILES + 1 + 1) // 2
+    assert (summary["done"], summary["failed"]) == (N_FILES, 1)
+    engine = summary["engine"]
+    assert len(engine["redone"]) == 1, engine["redone"]
+    assert engine["units_run"] == units + 1  # every other unit ran once
+    store = FeatureStore.open(out)
+    assert len(store.shard_dirs()) == units
+    written = pd.concat(pq.read_table(d / "rows.parquet").to_pandas() for d in store.shard_dirs())
+    assert sorted(written["id"]) == sorted(store.all_rows()["id"])  # no item written twice
+    redone = set(engine["redone"][0]["items"])
+    assert len(redone) == 2 and redone <= set(store.rows(status=None)["id"])  # redone and written
+
+
+@pytest.mark.slow
+def test_gpu_workers_encode_what_cpu_tasks_decode(cluster, media20, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    for k in range(3):
+        (media / f"v{k:02d}.mp4").symlink_to(media20 / f"v{k:02d}.mp4")
+    summary = ray_extract(media, tmp_path / "store", cluster, "--gpus-per-worker", "1")
+    assert summary["done"] == 3 and summary["engine"]["workers"] == 1  # one GPU in the cluster
+    store = FeatureStore.open(tmp_path / "store")
+    assert store.all_rows()["node"].nunique() == 1
+    assert store.read("v01")["video"].shape == (3, 1280)
+
+
+# ------------------------------------------------------------------ scheduling, without Ray
+class FakeRef:
+    def __init__(self, value):
+        self.value = value
+
+
+class FakeRay:
+    """Just enough of the ray module for RayEngine._schedule: units finish in submission
+    order; a unit listed in ``kill`` makes its worker die the first ``kill[index]`` times."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+    def __init__(self, kill: dict[int, int]):
+        self.kill_left = dict(kill)
+        self.killed = 0
+
+    def wait(self, refs, num_returns):
+        return [refs[0]], refs[1:]
+
+    def get(self, ref):
+        if isinstance(ref.value, Exception):
+            raise ref.value
+        return ref.value
+
+    def kill(self, actor):
+        self.killed += 1
+
+
+class FakeWorker:
+    def __init__(self, ray: FakeRay):
+        self.run_unit = self
+        self.ray = ray
+
+    def remote(self, unit: ShardUnit):
+        if self.ray.kill_left.get(unit.index, 0) > 0:
+            self.ray.kill_left[unit.index] -= 1
+            return FakeRef(FakeRay.exceptions.RayError("ActorDiedError: the actor died"))
+        return FakeRef([ItemResult(id=it.id, source_path=it.path, split=it.split,
+                                   status="done", node="n") for it in unit.items])
+
+
+class FakeExtractor:
+    def encode(self, dec: Decoded) -> ItemResult:
+        return ItemResult(id=dec.item.id, source_path=dec.item.path, split=dec.item.split,
+                          status="failed", error=dec.error)
+
+
+def schedule(kill: dict[int, int], max_attempts: int):
+    ray = FakeRay(kill)
+    engine = RayEngine(max_attempts=max_attempts)
+    engine._new_worker = lambda ray_, extractor: FakeWorker(ray)
+    units = [ShardUnit(k, (Item(f"i{k}", f"/m/i{k}.mp4", "train"),)) for k in range(4)]
+    workers = [FakeWorker(ray), FakeWorker(ray)]
+    done = list(engine._schedule(ray, workers, units, FakeExtractor()))
+    return engine, ray, {u.index: results for u, results in done}
+
+
+def test_schedule_redoes_only_the_dead_workers_unit():
+    engine, ray, done = schedule({2: 1}, max_attempts=3)
+    assert sorted(done) == [0, 1, 2, 3]
+    assert all(r[0].status == "done" for r in done.values())
+    assert [r["unit"] for r in engine.redone] == [2] and engine.units_run == 5
+    assert ray.killed == 1  # the dead worker was replaced once
+
+
+def test_schedule_gives_up_after_max_attempts_and_records_the_items():
+    engine, _, done = schedule({1: 5}, max_attempts=2)
+    assert sorted(done) == [0, 1, 2, 3]
+    assert done[1][0].status == "failed"
+    assert "its Ray worker failed 2 times (RayError: ActorDiedError" in done[1][0].error
+    assert done[1][0].error.startswith("/m/i1.mp4: ")
+    assert engine.redone[-1]["gave_up"] and engine.units_run == 5
+
+
+def make_random_linear_run(run_dir: Path) -> Path:
+    """A run whose model is a linear map with random towers over the default encoders'
+    features (enough to index with: `mvpt index` only needs the run to embed windows)."""
+    import torch
+
+    from mvpt.encoders import get_encoder
+    from mvpt.models.checkpoint import make_checkpoint, save_checkpoint
+    from mvpt.models.factory import build_model, load_config
+
+    rng = np.random.default_rng(0)
+    model = build_model(load_config("linear", name="random-linear", d_joint=8),
+                        video_dim=1280, audio_dim=1024)
+    with torch.no_grad():
+        for modality, dim in (("video", 1280), ("audio", 1024)):
+            getattr(model, f"proj_{modality}").copy_(torch.as_tensor(rng.normal(size=(dim, 8))))
+        model.correlations.fill_(1.0)
+        model.fitted.fill_(True)
+    encoders = {m: get_encoder(name).manifest()
+                for m, name in (("video", "efficientnet-lite0"), ("audio", "yamnet"))}
+    features = {"clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30, "encoders": encoders}
+    save_checkpoint(run_dir / "best.pt", make_checkpoint(
+        model=model, features=features, run_config={"model": "linear"}, epoch=0, step=0,
+        history=[]))
+    return run_dir
+
+
+def window_vectors(index_dir: Path) -> dict:
+    from mvpt.index import all_vectors, open_index
+
+    index = open_index(index_dir)
+    ids, vectors = all_vectors(index.faiss_index)
+    by_id = dict(zip(ids.tolist(), vectors))
+    return {(row.item_id, round(float(row.start_s), 3)): by_id[row.vector_id]
+            for row in index.table.itertuples()}
+
+
+@pytest.mark.slow
+def test_index_on_ray_equals_local_index(cluster, media20, tmp_path):
+    run = make_random_linear_run(tmp_path / "run")
+    media = [media20 / f"v{k:02d}.mp4" for k in range(4)]
+    common = ["--window-seconds", "2", "--stride-seconds", "1", "--no-progress"]
+    on_ray = cli("index", run, *media, "--out", tmp_path / "ray", *common, "--engine", "ray",
+                 "--address", cluster, "--json")
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert json.loads(on_ray.stdout)["extract"]["engine"]["name"] == "ray"
+    local = cli("index", run, *media, "--out", tmp_path / "local", *common)
+    assert local.returncode == 0, local.stderr[-2000:]
+    a, b = window_vectors(tmp_path / "ray"), window_vectors(tmp_path / "local")
+    assert a.keys() == b.keys() and len(a) >= 4
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=str(key))
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(monkeypatch):
+    from mvpt.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    unit = ShardUnit(0, (Item("a", "/m/a.mp4", "train"),))
+    with pytest.raises(UsageError, match=r"needs the ray package: pip install 'mvpt\[ray\]'"):
+        list(RayEngine().run([unit], FakeExtractor()))
+    assert list(RayEngine().run([], FakeExtractor())) == []  # nothing to do: no Ray needed
