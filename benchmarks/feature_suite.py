@@ -13,7 +13,7 @@ without any media:
   (concentration ``duration_alpha``; small = very unequal) share of the remaining clips.
 - ``order_share`` of the tracks come in groups of 2 or 3 that play the very same section
   instances with the same lengths, in another order: their clip means are equal up to clip noise,
-  so only the order tells them apart.
+  so only the order tells them apart. A group stays within one split.
 - clip latent -> features: per modality a random two-layer map (tanh), scaled to unit variance
   per dimension, plus independent Gaussian clip noise of std ``noise``.
 
@@ -46,7 +46,7 @@ class SuiteConfig:
     n_factors: int = 16
     video_dim: int = 128
     audio_dim: int = 96
-    n_tracks: int = 600
+    n_tracks: int = 300
     track_clips: int = 30
     split_shares: tuple[float, float] = (0.7, 0.15)  # train, val; test is the rest
     seed: int = 0
@@ -63,8 +63,6 @@ SUITE: dict[str, SuiteConfig] = {c.name: c for c in (
                 duration_alpha=0.5, order_share=0.2, noise=1.0),
     SuiteConfig("long-noisy", n_genres=6, themes_per_genre=4, sections=(2, 4),
                 duration_alpha=1.0, order_share=0.5, noise=1.5),
-    SuiteConfig("short-sections", n_genres=10, themes_per_genre=6, sections=(6, 10),
-                duration_alpha=8.0, order_share=0.6, noise=0.7, genre_weight=2.0),
 )}
 
 
@@ -118,15 +116,14 @@ class _Maps:
         return np.tanh(z @ w1 + b1) @ w2 / self.scale[modality]
 
 
-def _tracks(config: SuiteConfig, rng: np.random.Generator) -> list[dict]:
-    """Each track: genre, theme ids, instance variations, lengths (in playing order), group."""
-    tracks: list[dict] = []
-    n_grouped = int(round(config.order_share * config.n_tracks))
-    group = 0
-    while len(tracks) < config.n_tracks:
-        grouped = len(tracks) < n_grouped
-        size = int(rng.integers(2, 4)) if grouped else 1
-        size = min(size, config.n_tracks - len(tracks))
+def _groups(config: SuiteConfig, rng: np.random.Generator) -> list[list[dict]]:
+    """Tracks in groups (one track, or 2-3 order-only variants of the same sections); each track:
+    genre, theme ids, instance variations and lengths in playing order, group id (-1: alone)."""
+    groups: list[list[dict]] = []
+    n_grouped, n_made = int(round(config.order_share * config.n_tracks)), 0
+    while n_made < config.n_tracks:
+        size = int(rng.integers(2, 4)) if n_made < n_grouped else 1
+        size = min(size, config.n_tracks - n_made)
         n = int(rng.integers(config.sections[0], config.sections[1] + 1))
         genre = int(rng.integers(config.n_genres))
         themes = section_themes(n, config.themes_per_genre, rng)
@@ -136,11 +133,23 @@ def _tracks(config: SuiteConfig, rng: np.random.Generator) -> list[dict]:
         for _ in range(size):
             perm = other_order(n, taken, rng) if taken else np.arange(n)
             taken.append(tuple(perm))
-            tracks.append({"genre": genre, "themes": themes[perm], "variation": variation[perm],
-                           "lengths": lengths[perm], "group": group if size > 1 else -1})
-        group += 1
-    order = rng.permutation(len(tracks))  # groups spread over the splits
-    return [tracks[i] for i in order]
+        groups.append([{"genre": genre, "themes": themes[list(p)], "variation": variation[list(p)],
+                        "lengths": lengths[list(p)], "group": len(groups) if size > 1 else -1}
+                       for p in taken])
+        n_made += size
+    return groups
+
+
+def _tracks(config: SuiteConfig, rng: np.random.Generator) -> list[tuple[dict, str]]:
+    """(track, split) pairs; a group stays in one split, so the order-only variants of a test
+    track are among its candidates."""
+    groups = _groups(config, rng)
+    out: list[tuple[dict, str]] = []
+    bounds = np.cumsum(config.split_shares) * config.n_tracks
+    for g in rng.permutation(len(groups)):
+        split = "train" if len(out) < bounds[0] else "val" if len(out) < bounds[1] else "test"
+        out += [(track, split) for track in groups[g]]
+    return out
 
 
 def clip_latents(track: dict, *, genres: np.ndarray, themes: np.ndarray,
@@ -149,11 +158,6 @@ def clip_latents(track: dict, *, genres: np.ndarray, themes: np.ndarray,
     per_section = (genre_weight * genres[track["genre"]]
                    + themes[track["genre"], track["themes"]] + track["variation"])
     return np.repeat(per_section, track["lengths"], axis=0)
-
-
-def split_names(n: int, shares: tuple[float, float]) -> list[str]:
-    n_train, n_val = int(round(shares[0] * n)), int(round(shares[1] * n))
-    return ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
 
 
 def write_store(config: SuiteConfig, path) -> FeatureStore:
@@ -170,9 +174,7 @@ def write_store(config: SuiteConfig, path) -> FeatureStore:
                                           ("audio", config.audio_dim))}}
     store = FeatureStore.create(path, manifest)
     results = []
-    tracks = _tracks(config, rng)
-    for i, (track, split) in enumerate(zip(tracks, split_names(len(tracks),
-                                                               config.split_shares))):
+    for i, (track, split) in enumerate(_tracks(config, rng)):
         z = clip_latents(track, genres=genres, themes=themes, genre_weight=config.genre_weight)
         arrays = {m: maps(m, z) + config.noise * rng.normal(size=(len(z), d))
                   for m, d in (("video", config.video_dim), ("audio", config.audio_dim))}
