@@ -56,10 +56,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
 
 
 def run_key(config: str, row: str, model: str, seed: int) -> str:
-    settings, overrides = ROWS[row][1], ROWS[row][2]
-    if model == "mlp" and not settings:
+    if model == "mlp" and not ROWS[row][1]:
         row = "defaults"  # the MLP does not see MVPt's architecture changes
-    del overrides
     return f"{config}/{row}/{model}-s{seed}"
 
 
@@ -119,9 +117,11 @@ def _train_and_evaluate(job: dict, settings: dict, train, evaluate_levels) -> di
     summary = train(job["store"], run_dir, model=job["model"], progress=False,
                     model_overrides=overrides, seed=job["seed"], **settings)
     results = evaluate_levels(run_dir, job["store"], levels=LEVELS, split="test")
+    history = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     shutil.rmtree(run_dir, ignore_errors=True)
     return {**job, "seconds": time.perf_counter() - started, "steps": summary["steps"],
             "batch": summary["global_batch_size"], "best_epoch": summary["best"].get("epoch"),
+            "val_r1_by_epoch": [round(h.get("val_r1", float("nan")), 3) for h in history],
             **_summarise(results)}
 
 
