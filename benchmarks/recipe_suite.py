@@ -146,6 +146,12 @@ def run_all(jobs: list[dict], *, out: Path, workers: int) -> dict[str, dict]:
     return done
 
 
+def recorded(out: Path) -> dict[str, dict]:
+    """Every run recorded under ``out/runs``, by key."""
+    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/*/*.json"))]
+    return {r["key"]: r for r in runs}
+
+
 def _mean_r1(record: dict, level: str, k: int = 1) -> float:
     return float(np.mean([record[f"{level}_{d}_R@{k}"] for d in DIRECTIONS]))
 
@@ -159,6 +165,11 @@ def ablation_table(done: dict, *, rows, configs, seeds) -> tuple[list[dict], str
     configuration's margin of MVPt over the MLP."""
     lines, table = [], []
     for row in rows:
+        missing = [run_key(c, row, m, s) for c in configs for s in seeds for m in ("mvpt", "mlp")
+                   if run_key(c, row, m, s) not in done]
+        if missing:
+            print(f"row {row}: left out, {len(missing)} runs missing ({missing[0]}, ...)")
+            continue
         entry = {"row": row, "change": ROWS[row][0]}
         for level in LEVELS:
             margins = []
@@ -170,18 +181,16 @@ def ablation_table(done: dict, *, rows, configs, seeds) -> tuple[list[dict], str
                 entry.setdefault(f"{level}_mlp", []).append(_cell(ml, level))
             entry[f"{level}_min_margin"] = float(min(margins))
             entry[f"{level}_worst"] = configs[int(np.argmin(margins))]
-        entry["seconds_mvpt"] = float(np.mean([done[run_key(c, row, "mvpt", s)]["seconds"]
-                                               for c in configs for s in seeds]))
         table.append(entry)
     head = ("| row | change | track R@1 MVPt | track R@1 MLP | worst track margin | "
-            "segment R@1 MVPt | segment R@1 MLP | worst segment margin | s/run |")
-    lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "segment R@1 MVPt | segment R@1 MLP | worst segment margin |")
+    lines += [head, "|---|---|---:|---:|---:|---:|---:|---:|"]
     for e in table:
         lines.append(
             f"| {e['row']} | {e['change']} | {np.mean(e['track_mvpt']):.3f} | "
             f"{np.mean(e['track_mlp']):.3f} | {e['track_min_margin']:+.3f} ({e['track_worst']}) | "
             f"{np.mean(e['segment_mvpt']):.3f} | {np.mean(e['segment_mlp']):.3f} | "
-            f"{e['segment_min_margin']:+.3f} ({e['segment_worst']}) | {e['seconds_mvpt']:.0f} |")
+            f"{e['segment_min_margin']:+.3f} ({e['segment_worst']}) |")
     per_config = ["", "Per configuration (track R@1 MVPt/MLP, segment R@1 MVPt/MLP):", "",
                   "| row | " + " | ".join(configs) + " |",
                   "|---|" + "---|" * len(configs)]
@@ -244,6 +253,8 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=None,
                         help="MVPt d_hidden (feed-forward 4x) for a cheaper suite; default: the "
                              "shipped config's (the MLP always keeps its shipped size)")
+    parser.add_argument("--no-train", action="store_true",
+                        help="only tabulate the runs already recorded under --out")
     parser.add_argument("--final", action="store_true",
                         help="write the per-configuration table of the first row")
     args = parser.parse_args(argv)
@@ -253,7 +264,8 @@ def main(argv=None) -> None:
     jobs = [{"config": c, "row": r, "model": m, "seed": s, "store": stores[c],
              "work": str(args.work), "key": run_key(c, r, m, s), "mvpt_size": size}
             for r in args.rows for c in args.configs for s in args.seeds for m in ("mvpt", "mlp")]
-    done = run_all(jobs, out=args.out, workers=args.workers)
+    done = (recorded(args.out) if args.no_train
+            else run_all(jobs, out=args.out, workers=args.workers))
     name = "final" if args.final else "ablation"
     if args.final:
         table, text = final_table(done, row=args.rows[0], configs=args.configs, seeds=args.seeds)
