@@ -52,6 +52,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "cls": ("CLS pooling", {}, {"pooling": "cls"}),
     "min-clips-5": ("windows of 5 to 30 clips", {"min_clips": 5}, {}),
     "batch-window": ("one window length per batch", {"_window": "batch"}, {}),
+    "lr-3e-3+batch-window": ("lr 3e-3 + one window length per batch",
+                             {"lr": 3e-3, "_window": "batch"}, {}),
 }
 
 
