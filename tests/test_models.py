@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mvpt.errors import ModelError
 from mvpt.models import (
@@ -49,6 +50,7 @@ def fitted_linear(rng, n=64):
 
 def models_of_every_kind(rng):
     return {"mvpt": tiny_model("mvpt").eval(), "mvpt-cls": tiny_model("mvpt", pooling="cls").eval(),
+            "mvpt-skip": tiny_model("mvpt", mean_skip=True).eval(),
             "mlp": tiny_model("mlp").eval(), "linear": fitted_linear(rng)}
 
 
@@ -88,7 +90,7 @@ def test_load_config_from_file_and_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- masking
-@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mlp", "linear"])
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mlp", "linear"])
 def test_embedding_ignores_padding_and_batch_composition(kind, rng):
     model = models_of_every_kind(rng)[kind]
     lengths = [3, 30, 7, 1]
@@ -112,6 +114,24 @@ def test_mvpt_sees_clip_order_and_mlp_does_not(rng):
         model = tiny_model(name).eval()
         forward, backward = model.encode("audio", x, mask), model.encode("music", x.flip(1), mask)
         assert (not torch.allclose(forward, backward, atol=1e-4)) == order_matters, name
+
+
+def test_mean_skip_adds_an_mlp_of_the_mean_input(rng):
+    """mean_skip: output = normalize(head(pooled Transformer) + skip(mean of projected clips)).
+    With the Transformer's head zeroed only the order-blind mean path is left."""
+    x = torch.from_numpy(rng.normal(size=(1, 20, VIDEO_DIM)).astype(np.float32))
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    model = tiny_model("mvpt", mean_skip=True).eval()
+    assert tiny_model("mvpt").branches["video"].skip is None
+    assert not torch.allclose(model.encode("video", x, mask), model.encode("video", x.flip(1), mask),
+                              atol=1e-4)
+    branch = model.branches["video"]
+    with torch.no_grad():
+        branch.head.weight.zero_()
+        branch.head.bias.zero_()
+    expected = F.normalize(branch.skip(branch.input_proj(branch.input_norm(x)).mean(1)), dim=-1)
+    torch.testing.assert_close(model.encode("video", x, mask), expected)
+    torch.testing.assert_close(model.encode("video", x.flip(1), mask), expected)
 
 
 def test_sinusoidal_positions_are_the_original_transformers():
@@ -204,7 +224,7 @@ def save_run(tmp_path, model, manifest):
     return run
 
 
-@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mlp", "linear"])
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mlp", "linear"])
 def test_checkpoint_round_trip_and_embed_sequences(kind, tmp_path, rng):
     model = models_of_every_kind(rng)[kind]
     run = save_run(tmp_path, model, store_manifest())

@@ -55,6 +55,9 @@ class MVPtConfig(ModelConfig):
     pooling: str = "mean"  # "mean" over valid clips, or "cls"
     positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
     input_norm: bool = True
+    # Add an MLP of the mean of the projected input clips to the pooled Transformer output: the
+    # plain mix the MLP baseline sees stays one residual path away, the Transformer adds order.
+    mean_skip: bool = False
     temperature_init: float = 0.07
     temperature_min: float = 0.01
 
@@ -154,9 +157,13 @@ class SequenceEncoder(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(c.d_hidden)
         self.head = nn.Linear(c.d_hidden, c.d_joint)
+        self.skip = (nn.Sequential(nn.Linear(c.d_hidden, c.d_hidden), nn.GELU(),
+                                   nn.Dropout(c.dropout), nn.Linear(c.d_hidden, c.d_joint))
+                     if c.mean_skip else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.input_proj(self.input_norm(x))
+        skip = self.skip(masked_mean(h, mask)) if self.skip is not None else 0.0
         if self.cls_token is not None:
             h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1)
             mask = torch.cat([mask.new_ones(len(h), 1), mask], dim=1)
@@ -164,7 +171,7 @@ class SequenceEncoder(nn.Module):
         h = self.transformer(h, src_key_padding_mask=~mask)
         h = self.final_norm(h)
         pooled = h[:, 0] if self.cls_token is not None else masked_mean(h, mask)
-        return F.normalize(self.head(pooled), dim=-1)
+        return F.normalize(self.head(pooled) + skip, dim=-1)
 
 
 class MVPt(JointEmbedder):
