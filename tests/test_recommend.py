@@ -257,7 +257,10 @@ def test_cli_json_output_shape(music_index, green_blue_video, tmp_path, capsys):
     assert len(out["hits"]) == 2 and out["hits"][0]["item_id"] == "low-high-mid"
     assert set(out["hits"][0]) == {
         "rank", "item_id", "title", "source_path", "score", "offset_s", "window_start_s",
-        "window_end_s", "query_start_s", "query_end_s", "item_duration_s"}
+        "window_end_s", "query_start_s", "query_end_s", "item_duration_s", "aligned_start_s"}
+    hit = out["hits"][0]
+    assert hit["aligned_start_s"] == hit["window_start_s"] - hit["query_start_s"]
+    assert hit["offset_s"] == max(0.0, hit["aligned_start_s"])
     assert out["hits"][0]["offset_s"] == 15.0
     table = run_cli(capsys, "recommend", music_index, green_blue_video, "--top", "2",
                     "--json", tmp_path / "r.json")
