@@ -122,3 +122,36 @@ def test_report_page_renders_in_chromium(report_dir, tmp_path):
     assert shot.stat().st_size > 10_000
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / "report.png")
+
+
+def scores_store(path, *, rng, n=12, with_scores=True):
+    """A store of random clip features, with random YAMNet class scores when asked."""
+    from mvpt.store import FeatureStore, ItemResult
+
+    arrays = {"video": 4, "audio": 4, **({"audio_scores": 521} if with_scores else {})}
+    extras = {"extras": {"scores": 521}} if with_scores else {}
+    store = FeatureStore.create(path, {
+        "encoders": {"video": {"name": "v", "version": "1", "dim": 4},
+                     "audio": {"name": "a", "version": "1", "dim": 4, **extras}},
+        "clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30})
+    store.write_shard([ItemResult(id=f"t{i}", source_path=f"t{i}.mp4", split="test",
+                                  status="done", duration_s=5.0,
+                                  arrays={k: rng.random((5, d)) for k, d in arrays.items()})
+                       for i in range(n)])
+    return store
+
+
+def test_genres_are_tagged_from_the_store_when_it_has_none(tmp_path, rng):
+    from mvpt.analysis.report import Inputs, Skip, _genre_source
+    from mvpt.data.genres import genre_class_names
+
+    store = scores_store(tmp_path / "store", rng=rng)
+    inputs = Inputs(run=tmp_path / "run", store=store.path, out=tmp_path / "out")
+    labels = _genre_source(inputs)
+    assert set(labels) == {f"t{i}" for i in range(12)}
+    assert set(labels.values()) <= set(genre_class_names()) and len(set(labels.values())) > 1
+    assert _genre_source(inputs) is labels  # tagged once per report
+    assert not (store.path / "annotations").exists()  # the store is left as it was
+    bare = scores_store(tmp_path / "bare", rng=rng, with_scores=False)
+    with pytest.raises(Skip, match="none could be tagged"):
+        _genre_source(Inputs(run=tmp_path / "run", store=bare.path, out=tmp_path / "out"))

@@ -8,7 +8,6 @@ building blocks, also used to lay music under a video.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import av
 import numpy as np
 
 from mvpt.errors import MediaError
+from mvpt.fileio import atomic_path
 
 OPUS_RATE_HZ = 48000
 OPUS_FRAME_SAMPLES = 960  # 20 ms
@@ -67,17 +67,15 @@ def browser_playable(path: Path) -> Playable | None:
 
 
 def transcode_to_webm(src: Path, out: Path) -> Path:
-    """Write ``src``'s first audio stream to ``out`` as WebM/Opus; atomic (a partial file first)."""
-    partial = out.with_name(f".{out.name}.partial")
+    """Write ``src``'s first audio stream to ``out`` as WebM/Opus, atomically
+    (:func:`mvpt.fileio.atomic_path`)."""
     try:
-        with av.open(str(partial), "w", format="webm") as container:
+        with atomic_path(out) as partial, av.open(str(partial), "w", format="webm") as container:
             stream = add_opus_stream(container)
             for packet in encode_audio(stream, pcm_chunks(src)):
                 container.mux(packet)
     except av.FFmpegError as exc:
-        partial.unlink(missing_ok=True)
         raise MediaError(src, f"cannot transcode to WebM/Opus ({exc})") from None
-    os.replace(partial, out)
     return out
 
 
