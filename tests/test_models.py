@@ -278,3 +278,13 @@ def test_load_run_errors(tmp_path):
     (run / "best.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="unreadable checkpoint"):
         Run.load(run)
+
+
+def test_run_knows_the_clip_spec_its_features_were_made_with(tmp_path):
+    manifest = store_manifest(clip_s=0.5)
+    manifest["encoders"]["video"]["preprocessing"] = {"size": [224, 224], "resize": "crop"}
+    run = Run.load(save_run(tmp_path, tiny_model("mlp"), manifest))
+    assert run.clip_spec.clip_s == 0.5 and run.window_s == 0.5 * run.max_clips
+    assert run.clip_spec.encoders["video"]["preprocessing"] == {"size": [224, 224],
+                                                                 "resize": "crop"}
+    assert run.clip_spec.encoders["audio"] == {"name": "a", "version": "1", "dim": AUDIO_DIM}

@@ -36,11 +36,19 @@ _FEATURE_KEYS = ("encoders", "clip_s", "frames_per_clip")
 
 
 def features_manifest(store_manifest: dict) -> dict:
-    """The part of a store's manifest a model depends on (encoders, clip length)."""
+    """The part of a store's manifest a model depends on: the encoders (name, version, dim,
+    and their preprocessing where the store records it) and the clip length."""
     out = {k: store_manifest[k] for k in _FEATURE_KEYS if k in store_manifest}
-    out["encoders"] = {m: {k: e.get(k) for k in ("name", "version", "dim")}
+    out["encoders"] = {m: _encoder_entry(e)
                        for m, e in sorted(store_manifest.get("encoders", {}).items())}
     return out
+
+
+def _encoder_entry(encoder: dict) -> dict:
+    entry = {k: encoder.get(k) for k in ("name", "version", "dim")}
+    if "preprocessing" in encoder:
+        entry["preprocessing"] = encoder["preprocessing"]
+    return entry
 
 
 def rng_state() -> dict:
