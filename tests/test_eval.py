@@ -348,9 +348,11 @@ def test_track_and_segment_windows():
 DIM = 6
 
 
-def make_store(path, track_clips, *, rng, split="test", constant_in_time=False, copies=0):
-    """A store whose audio features equal the video features plus a little noise; ``copies``:
-    that many tracks of split "train" with the features of the first tracks."""
+def make_store(path, track_clips, *, rng, split="test", constant_in_time=False, copies=0,
+               noise=0.01):
+    """A store whose audio features equal the video features plus ``noise`` (little by
+    default); ``copies``: that many tracks of split "train" with the features of the first
+    tracks."""
     store = FeatureStore.create(path, {
         "encoders": {"video": {"name": "fake-v", "version": "1", "dim": DIM},
                      "audio": {"name": "fake-a", "version": "1", "dim": DIM}},
@@ -360,7 +362,7 @@ def make_store(path, track_clips, *, rng, split="test", constant_in_time=False, 
     for i, n in enumerate(track_clips):
         video = rng.normal(size=(1 if constant_in_time else n, DIM)).repeat(
             n if constant_in_time else 1, axis=0)
-        audio = video + 0.01 * rng.normal(size=video.shape)
+        audio = video + noise * rng.normal(size=video.shape)
         results.append(ItemResult(id=f"t{i}", source_path=f"t{i}.mp4", split=split,
                                   status="done", duration_s=float(n),
                                   arrays={"video": video, "audio": audio}))
@@ -579,23 +581,6 @@ def test_evaluate_a_real_linear_run(tmp_path):
 
 
 # ---------------------------------------------------------------------------- track-windows
-def noisy_store(path, track_clips, *, rng, noise=1.5):
-    """Tracks of several windows whose music is their video plus much noise (so ranks vary)."""
-    store = FeatureStore.create(path, {
-        "encoders": {"video": {"name": "fake-v", "version": "1", "dim": DIM},
-                     "audio": {"name": "fake-a", "version": "1", "dim": DIM}},
-        "clip_s": 1.0, "frames_per_clip": 1, "max_clips": 30})
-    results = []
-    for i, n in enumerate(track_clips):
-        video = rng.normal(size=(n, DIM))
-        results.append(ItemResult(id=f"t{i}", source_path=f"t{i}.mp4", split="test",
-                                  status="done", duration_s=float(n),
-                                  arrays={"video": video,
-                                          "audio": video + noise * rng.normal(size=video.shape)}))
-    store.write_shard(results)
-    return store
-
-
 def brute_force_window_metrics(store, *, window, stride, scoring, ks=KS) -> dict:
     """Every (query window, candidate window) cosine with explicit loops; a track's score is the
     max or mean over its pairs; fair ties."""
@@ -630,7 +615,7 @@ def brute_force_window_metrics(store, *, window, stride, scoring, ks=KS) -> dict
 
 @pytest.mark.parametrize("scoring", ["max", "mean"])
 def test_track_windows_matches_brute_force(tmp_path, rng, scoring):
-    store = noisy_store(tmp_path / "store", [45, 25, 31, 12, 40, 20, 33, 27], rng=rng)
+    store = make_store(tmp_path / "store", [45, 25, 31, 12, 40, 20, 33, 27], rng=rng, noise=1.5)
     result = evaluate(None, tmp_path / "store", level="track-windows", embed_fn=MeanEmbed(),
                       window_s=10, stride_s=5, scoring=scoring)
     want = brute_force_window_metrics(store, window=10, stride=5, scoring=scoring)
@@ -642,7 +627,7 @@ def test_track_windows_matches_brute_force(tmp_path, rng, scoring):
 
 
 def test_track_windows_defaults_and_refusals(tmp_path, rng):
-    noisy_store(tmp_path / "store", [45, 25, 31], rng=rng)
+    make_store(tmp_path / "store", [45, 25, 31], rng=rng, noise=1.5)
     run = make_run(tmp_path / "run", FeatureStore.open(tmp_path / "store"), max_clips=20)
     result = evaluate(run, tmp_path / "store", level="track-windows")
     assert (result["windows"]["window_s"], result["windows"]["stride_s"]) == (20.0, 7.0)
