@@ -78,9 +78,11 @@ def ray_extraction(library: list[Path], lib_s: float, extractor: Extractor) -> d
     """The whole extraction on a private Ray instance, one worker per CPU core."""
     import logging
 
-    import ray
-
     from mvpt.distributed import RayEngine
+    from mvpt.distributed.ray_engine import LOOPBACK_ONLY_ENV
+
+    os.environ.update(LOOPBACK_ONLY_ENV)  # a private Ray on 127.0.0.1 only
+    import ray
 
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=200_000_000,

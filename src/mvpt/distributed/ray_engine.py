@@ -9,7 +9,8 @@ worker dies is redone on a fresh worker, up to ``max_attempts`` times (then its 
 recorded as failed, with the reason); no other unit is touched. Every row records the node
 (host name / Ray node id) that extracted it.
 
-The cluster: ``address=None`` starts a private Ray instance in this process for the run;
+The cluster: ``address=None`` starts a private Ray instance in this process for the run, on
+the loopback address only;
 ``"auto"`` or ``"HOST:PORT"`` joins one started with ``ray start``. Every node needs mvpt
 installed and the media at the same paths (a shared file system); the store is written by the
 driver only.
@@ -42,7 +43,15 @@ def make_engine(name: str = "local", *, address: str | None = None, gpus_per_wor
     raise UsageError(f"unknown engine {name!r}: use local or ray")
 
 
-def _import_ray():
+# Ray turns a loopback node address into the machine's network address unless this is off; a
+# private Ray (no --address) needs no network, so it keeps to 127.0.0.1.
+LOOPBACK_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _import_ray(*, private: bool = False):
+    if private:
+        for key, value in LOOPBACK_ONLY_ENV.items():
+            os.environ.setdefault(key, value)
     try:
         import ray
     except ImportError:
@@ -162,7 +171,7 @@ class RayEngine:
         """Yield ``(unit, results)`` as units finish (in any order)."""
         if not units:  # nothing to extract: no cluster needed
             return
-        ray = _import_ray()
+        ray = _import_ray(private=self.address is None)
         started = self._connect(ray)
         workers: list = []
         try:
