@@ -302,7 +302,7 @@ def conditioning_analysis(run_dir, songs_dir, videos: Sequence, *, images, instr
         raise UsageError(f"{songs_dir}: no song's mixes could be extracted")
     row_of = {str(Path(s[v]).resolve()): (k, v) for k, s in enumerate(songs) for v in VERSIONS}
 
-    direction = attribute_direction(index, pictures, clips=index.windows.window_clips)
+    direction = attribute_direction(run, pictures, clips=index.windows.window_clips)
     pairs, failed_videos = [], []
     for video in videos:
         try:
@@ -321,7 +321,7 @@ def conditioning_analysis(run_dir, songs_dir, videos: Sequence, *, images, instr
     if not pairs:
         raise UsageError(f"no query video could be read ({failed_videos[0]['reason']})")
     return {
-        "run": str(run_dir), "which": which, "songs_dir": str(songs_dir),
+        "run": str(run.folder), "which": which, "songs_dir": str(songs_dir),
         "instrument": names, "images": [str(p) for p in pictures], "strengths": strengths,
         "index": str(index_dir), "videos": [p["video"] for p in pairs[::len(songs)]],
         "songs": songs, "skipped_songs": skipped, "failed_videos": failed_videos,
