@@ -82,7 +82,7 @@ def real_encoder_run(run_dir: Path) -> Path:
     `mvpt index` to extract, window and encode a music library."""
     import torch
 
-    from mvpt.encoders.base import get_encoder
+    from mvpt.encoders import get_encoder
     from mvpt.models.checkpoint import make_checkpoint, save_checkpoint
     from mvpt.models.factory import build_model, load_config
 
