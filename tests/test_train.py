@@ -29,6 +29,7 @@ from mvpt.train import (
     Batch,
     contrastive_backward,
     epoch_plan,
+    separated_starts,
     gather_batch,
     lr_factor,
     sample_windows,
@@ -110,6 +111,49 @@ def test_a_batch_shares_one_window_length(policy):
         assert set(long.tolist()) == {30}
     else:
         assert long.min() >= 10 and long.max() <= 30 and len(set(long.tolist())) > 8
+
+
+@pytest.mark.parametrize("policy", ["per-batch", "fixed"])
+def test_two_windows_per_track_are_separated_twins(policy):
+    """windows_per_track=2: where the batch's tracks leave room, each track gives two adjacent
+    windows of the batch's length whose starts are at least a third of it apart; where they do
+    not (a window of all of a K-clip track), the batch is one window per track, as before."""
+    n_clips = np.random.default_rng(5).integers(45, 60, size=640)
+    n_clips[:40] = 30  # some tracks of exactly K clips: no room for twins of K clips
+    tracks, starts, lengths = epoch_plan(640, seed=1, epoch=2, batch_size=33, min_clips=10,
+                                         max_clips=30, n_clips=n_clips, policy=policy,
+                                         windows_per_track=2)
+    assert len(tracks) == len(starts) == len(lengths) == (640 // 33) * 33
+    assert np.all(starts >= 0) and np.all(starts + lengths <= n_clips[tracks])
+    paired_batches = 0
+    for b in range(640 // 33):
+        t, s, ln = (x[b * 33:(b + 1) * 33] for x in (tracks, starts, lengths))
+        assert len(set(ln.tolist())) == 1
+        if t[0] == t[1]:
+            paired_batches += 1
+            twins = t[:32].reshape(16, 2)
+            assert np.all(twins[:, 0] == twins[:, 1]) and len(set(twins[:, 0])) == 16
+            assert t[32] not in set(twins[:, 0])  # the odd batch's lone window
+            gaps = np.abs(s[:32:2] - s[1:32:2])
+            assert np.all(gaps >= max(1, ln[0] // 3))
+        else:
+            assert len(set(t.tolist())) == 33
+    assert 3 < paired_batches < 640 // 33 or (policy == "per-batch" and paired_batches > 3)
+    k_clip = epoch_plan(64, seed=0, epoch=1, batch_size=16, min_clips=30, max_clips=30,
+                        n_clips=np.full(64, 30), policy=policy, windows_per_track=2)
+    assert len(set(k_clip[0].tolist())) == 64 and np.all(k_clip[1] == 0)
+
+
+def test_separated_starts_cover_both_sides():
+    """The second start lands on either side of the first, never closer than the gap, even when
+    the room is exactly the gap."""
+    rng = np.random.default_rng(0)
+    room, gap = np.full(4000, 12), np.full(4000, 4)
+    a, b = separated_starts(room, gap, rng=rng)
+    assert np.all(np.abs(a - b) >= 4) and np.all((a >= 0) & (a <= 12) & (b >= 0) & (b <= 12))
+    assert (b < a).mean() == pytest.approx(0.5, abs=0.05)
+    a, b = separated_starts(np.full(50, 5), np.full(50, 5), rng=rng)
+    assert sorted(set(zip(a.tolist(), b.tolist()))) == [(0, 5), (5, 0)]
 
 
 def test_gather_batch_reads_aligned_windows(store_path):

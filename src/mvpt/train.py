@@ -16,6 +16,13 @@ windows of a batch have the same length and no padding is needed: length is no c
 price: a store with tracks shorter than K trains on shorter windows (``window_clips`` in
 ``metrics.jsonl`` is the epoch's mean); tracks of at least K clips never shorten a batch.
 
+With a shared length, ``windows_per_track`` 2 (the default) fills a batch with two windows of
+each of half as many tracks, at least a third of the window apart, whenever its tracks leave
+room (a window of all K clips of a K-clip track does not): each window is then a negative of
+its twin's pair. The twins share the track's content, so only where things happen inside the
+window tells them apart, which is the timing the Transformer sees and a mean of clips does not.
+An epoch keeps its n_train // B steps (tracks are drawn from further permutations).
+
 Loss: symmetric InfoNCE over the whole global batch (2048: every other track of the batch is a
 negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` (1e-3) per step
 after an optional linear warm-up. ``--resume`` with more epochs keeps the schedule planned so far
@@ -95,49 +102,12 @@ from mvpt.models.checkpoint import (
 from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
+from mvpt.settings import WINDOW_POLICIES, RunConfig  # noqa: F401 (re-exported)
 from mvpt.store import Features, FeatureStore
 from mvpt.streaming import ShardedFeatures, prefetch, window_rows
 
 log = logging.getLogger("mvpt.train")
 MODALITY_ARRAYS = ("video", "audio")
-WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
-
-
-@dataclass
-class RunConfig:
-    """Training settings, stored in every checkpoint. ``model``: a config name or JSON path."""
-
-    model: str = "mvpt"
-    epochs: int = 30
-    # Global batch, all processes together. None: the paper's 2048, or an eighth of the training
-    # set (at least 16) when that is smaller, so a small store still gets ~8 steps an epoch.
-    batch_size: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    min_clips: int = 10  # shortest training window; the longest is the model's max_clips
-    # How long the windows of a batch are (see the module docstring): "per-batch" draws one length
-    # per batch in [min_clips, max_clips], shared by all its tracks; "fixed" is always max_clips;
-    # "per-track" (before issue 10; for runs started then) draws one per track: a length cue.
-    window_policy: str = "per-batch"
-    chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
-    precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
-    seed: int = 0
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "min_clips"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
-                             f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise UsageError(f"chunk_size must be >= 1 track, got {self.chunk_size}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        if self.window_policy not in WINDOW_POLICIES:
-            raise UsageError(f"window_policy must be one of {', '.join(WINDOW_POLICIES)}, got "
-                             f"{self.window_policy!r}")
 
 
 # ---------------------------------------------------------------------------- data
@@ -209,10 +179,11 @@ def gather_batch(features: Features | ShardedFeatures, tracks: np.ndarray, start
 
 
 def epoch_plan(n_tracks: int, *, seed: int, epoch: int, batch_size: int, min_clips: int,
-               max_clips: int, n_clips: np.ndarray,
-               policy: str = "per-batch") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               max_clips: int, n_clips: np.ndarray, policy: str = "per-batch",
+               windows_per_track: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The epoch's track order and windows, identical in every process: (tracks, starts,
-    lengths), each [steps * batch_size] (the incomplete last batch is dropped)."""
+    lengths), each [steps * batch_size], steps = n_tracks // batch_size (the incomplete last
+    batch is dropped). With ``windows_per_track`` 2 see :func:`paired_plan`."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n_tracks)
     used = (n_tracks // batch_size) * batch_size
@@ -220,11 +191,67 @@ def epoch_plan(n_tracks: int, *, seed: int, epoch: int, batch_size: int, min_cli
         starts, lengths = sample_windows(n_clips[order], rng=rng, min_clips=min_clips,
                                          max_clips=max_clips)
         return order[:used], starts[:used], lengths[:used]
+    if windows_per_track == 2:
+        return paired_plan(order, rng=rng, steps=n_tracks // batch_size, batch_size=batch_size,
+                           min_clips=min_clips, max_clips=max_clips, n_clips=n_clips,
+                           policy=policy)
     order = order[:used]
     lengths = np.repeat(shared_lengths(n_clips[order].reshape(-1, batch_size), rng=rng,
                                        policy=policy, min_clips=min_clips,
                                        max_clips=max_clips), batch_size)
     return order, random_starts(n_clips[order], lengths, rng=rng), lengths
+
+
+def paired_plan(order: np.ndarray, *, rng: np.random.Generator, steps: int, batch_size: int,
+                min_clips: int, max_clips: int, n_clips: np.ndarray,
+                policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batches of two windows per track: for each batch a length L is drawn as in
+    :func:`shared_lengths`; when the next batch_size // 2 tracks of ``order`` all leave room for
+    two windows of L clips whose starts differ by at least max(1, L // 3), each of them gives
+    two such windows, side by side (plus one lone window when batch_size is odd); otherwise the
+    batch is batch_size tracks of one window each, as with one window per track. Tracks are
+    taken from ``order``, then from further permutations, so an epoch keeps its steps."""
+    n_tracks = len(order)
+    queue = np.concatenate([order] + [rng.permutation(n_tracks) for _ in range(2)])
+    drawn = shared_lengths(np.full((steps, 1), max_clips), rng=rng, policy=policy,
+                           min_clips=min_clips, max_clips=max_clips)
+    tracks, lengths, pairs = [], [], []
+    at, half = 0, batch_size // 2
+    for step, length in enumerate(drawn):
+        gap = max(1, int(length) // 3)
+        candidates = queue[at:at + half]
+        if half and n_clips[candidates].min() - length >= gap:
+            at += half
+            batch = np.repeat(candidates, 2)
+            if batch_size % 2:
+                batch, at = np.append(batch, queue[at]), at + 1
+            pairs.append(np.arange(step * batch_size, step * batch_size + 2 * half, 2))
+        else:
+            batch, at = queue[at:at + batch_size], at + batch_size
+        tracks.append(batch)
+        lengths.append(np.full(batch_size, min(int(length), int(n_clips[batch].min()))))
+    tracks, lengths = np.concatenate(tracks), np.concatenate(lengths)
+    starts = random_starts(n_clips[tracks], lengths, rng=rng)
+    if pairs:
+        first = np.concatenate(pairs)
+        a, b = separated_starts(n_clips[tracks[first]] - lengths[first],
+                                np.maximum(1, lengths[first] // 3), rng=rng)
+        starts[first], starts[first + 1] = a, b
+    return tracks, starts, lengths
+
+
+def separated_starts(room: np.ndarray, gap: np.ndarray, *,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two starts in [0, room] per window pair, at least ``gap`` apart (needs room >= gap): the
+    first uniform (moved to 0 when no second fits beside it), the second uniform over the
+    positions at least ``gap`` from it on either side."""
+    a = np.floor(rng.random(len(room)) * (room + 1)).astype(np.int64)
+    left, right = np.maximum(0, a - gap + 1), np.maximum(0, room - a - gap + 1)
+    stuck = left + right == 0
+    a[stuck], left[stuck], right[stuck] = 0, 0, room[stuck] - gap[stuck] + 1
+    k = np.floor(rng.random(len(room)) * (left + right)).astype(np.int64)
+    b = np.where(k < left, k, a + gap + (k - left))
+    return a, b
 
 
 # ---------------------------------------------------------------------------- distribution
@@ -398,7 +425,8 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
     fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, min_clips,
-    window_policy, chunk_size, precision, seed). ``model_overrides`` replace model config fields.
+    window_policy, windows_per_track, chunk_size, precision, seed). ``model_overrides`` replace
+    model config fields.
     ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
     epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
     shards; ``in_memory`` copies each split into memory first instead (same results). Returns a
@@ -586,6 +614,7 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
                          f"({ckpt['model_config'].get('name')})")
     stored = dict(ckpt["run_config"])
     stored.setdefault("window_policy", "per-track")  # runs started before the setting existed
+    stored.setdefault("windows_per_track", 1)  # (the same: issue 10's later setting)
     differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
     if differ:
         raise UsageError(f"{run.out_dir}: --resume with other settings than the run: " + ", ".join(
@@ -644,7 +673,8 @@ def _train_epochs(run: _Run, *, progress: bool) -> None:
         torch.manual_seed(_epoch_seed(c.seed, epoch, ctx.rank))  # dropout, same on resume
         plan = epoch_plan(len(run.train), seed=c.seed, epoch=epoch, batch_size=run.global_batch,
                           min_clips=c.min_clips, max_clips=run.model.config.max_clips,
-                          n_clips=run.train.n_clips, policy=c.window_policy)
+                          n_clips=run.train.n_clips, policy=c.window_policy,
+                          windows_per_track=c.windows_per_track)
         losses = []
         with closing(prefetch(_local_batches(run, *plan))) as batches:  # stops it on errors
             for batch in batches:

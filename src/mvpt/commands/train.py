@@ -11,6 +11,9 @@ from mvpt.commands.common import (
     positive_float,
     positive_int,
 )
+from mvpt.settings import WINDOW_POLICIES, RunConfig
+
+DEFAULTS = RunConfig()
 
 
 def add_parser(sub) -> None:
@@ -26,7 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="mvpt",
                    help="architecture: mvpt, mlp, linear (see `mvpt models`) or a JSON config "
                    "path (default mvpt)")
-    p.add_argument("--epochs", type=positive_int, default=30, help="epochs (default 30)")
+    p.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs,
+                   help="epochs (default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="global batch in tracks, all processes together; each track is a "
                    "negative for every other (default: the paper's 2048, or an eighth of a "
@@ -34,26 +38,36 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
                    help="tracks per forward pass with gradients (cached embeddings, same loss "
                    "and gradient as one pass; default: the whole batch in one pass)")
-    p.add_argument("--lr", type=positive_float, default=1e-3,
-                   help="peak learning rate, cosine-annealed per step (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (0.01)")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default 0)")
-    p.add_argument("--min-clips", type=positive_int, default=10,
+    p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr,
+                   help="peak learning rate, cosine-annealed per step (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
+                   help="AdamW weight decay (default %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=DEFAULTS.warmup_steps,
+                   help="linear warm-up steps (default %(default)s)")
+    p.add_argument("--min-clips", type=positive_int, default=DEFAULTS.min_clips,
                    help="shortest training window in clips; the longest is the model's K "
-                   "(default 10)")
-    p.add_argument("--window-policy", choices=("per-batch", "fixed", "per-track"),
-                   default="per-batch",
+                   "(default %(default)s)")
+    p.add_argument("--window-policy", choices=WINDOW_POLICIES,
+                   default=DEFAULTS.window_policy,
                    help="training window lengths: per-batch draws one length in [min-clips, K] "
                    "per batch, shared by all its tracks and capped by its shortest track (no "
                    "length cue); fixed: always K (capped the same way); per-track: one length "
                    "per track, the sampler before issue 10, for resuming runs started with it "
-                   "(default per-batch)")
+                   "(default %(default)s)")
+    p.add_argument("--windows-per-track", type=int, choices=(1, 2),
+                   default=DEFAULTS.windows_per_track,
+                   help="2: two windows of each track in a batch, at least a third of their "
+                   "length apart, when its tracks leave room, each a negative of the other's "
+                   "pair (timing inside the window tells them apart); 1: one window per track "
+                   "(default %(default)s)")
     p.add_argument("--in-memory", action="store_true",
                    help="copy the train and val splits into memory first instead of reading "
                    "each batch from the store's memory-mapped shards (same results)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   default=DEFAULTS.precision,
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, windows, order (default 0)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed of init, windows, order (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN from its last.pt (same settings; --epochs may grow: the "
@@ -73,7 +87,8 @@ def run(args) -> int:
         progress=not args.no_progress, epochs=args.epochs, batch_size=args.batch_size,
         chunk_size=args.chunk_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, min_clips=args.min_clips,
-        window_policy=args.window_policy, in_memory=args.in_memory, precision=args.precision,
+        window_policy=args.window_policy, windows_per_track=args.windows_per_track,
+        in_memory=args.in_memory, precision=args.precision,
         seed=args.seed)
     if summary["world_size"] > 1 and not _is_rank0():
         return 0

@@ -1,0 +1,57 @@
+"""Training settings (:class:`RunConfig`), the one owner of their defaults: ``mvpt train``'s
+options show them without importing torch, and every checkpoint stores them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mvpt.errors import UsageError
+
+WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
+
+
+@dataclass
+class RunConfig:
+    """Training settings, stored in every checkpoint. ``model``: a config name or JSON path."""
+
+    model: str = "mvpt"
+    epochs: int = 30
+    # Global batch, all processes together. None: the paper's 2048, or an eighth of the training
+    # set (at least 16) when that is smaller, so a small store still gets ~8 steps an epoch.
+    batch_size: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    min_clips: int = 10  # shortest training window; the longest is the model's max_clips
+    # How long the windows of a batch are (see the module docstring): "per-batch" draws one length
+    # per batch in [min_clips, max_clips], shared by all its tracks; "fixed" is always max_clips;
+    # "per-track" (before issue 10; for runs started then) draws one per track: a length cue.
+    window_policy: str = "per-batch"
+    # Windows of each track in a batch (shared policies): 2 puts two windows of a track, at least
+    # a third of their length apart, into the batch when its tracks leave room (see
+    # ``epoch_plan``); each is then a negative of the other's pair, a contrast only the timing
+    # inside the window can resolve. 1: one window per track (runs started before the setting).
+    windows_per_track: int = 2
+    chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
+    precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "min_clips"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
+                             f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise UsageError(f"chunk_size must be >= 1 track, got {self.chunk_size}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.window_policy not in WINDOW_POLICIES:
+            raise UsageError(f"window_policy must be one of {', '.join(WINDOW_POLICIES)}, got "
+                             f"{self.window_policy!r}")
+        if self.windows_per_track not in (1, 2):
+            raise UsageError(f"windows_per_track must be 1 or 2, got {self.windows_per_track}")
+        if self.windows_per_track > 1 and self.window_policy == "per-track":
+            raise UsageError("windows_per_track 2 needs a shared window length "
+                             "(window_policy per-batch or fixed)")
