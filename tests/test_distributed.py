@@ -35,8 +35,9 @@ def mvpt_env(**extra) -> dict:
     """This process's environment with this checkout's mvpt first on the path (Ray workers
     inherit the environment of the cluster script), for a loopback test cluster without auth tokens
     (Ray makes one when a token file exists, and a joining node then needs it)."""
-    src = str(Path(mvpt.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    src = Path(mvpt.__file__).resolve().parents[1]
+    roots = (str(src), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH"))
+    path = os.pathsep.join(p for p in roots if p)  # mvpt, and tests.fixtures for the workers
     return {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "disabled", **LOOPBACK_ONLY_ENV, **extra}
 
@@ -139,13 +140,31 @@ def test_two_node_cluster_extracts_on_both_nodes(two_node_cluster, media20, tmp_
     assert (nodes.value_counts() >= 2).all()
 
 
-@pytest.mark.slow
-def test_ray_store_equals_local_store(ray_store, media20, tmp_path):
-    # the local engine, with the encoders on one thread like a one-CPU Ray worker
-    local = cli("extract", media20, "--out", tmp_path / "local", "--shard-size", "2",
-                "--no-progress", env=mvpt_env(MVPT_THREADS="1"))
+@pytest.fixture(scope="module")
+def split_store(cluster, media20, tmp_path_factory) -> tuple[Path, dict]:
+    """The 20-file set extracted by the split pipeline (decode tasks, encode-only workers: the
+    GPU pipeline) on CPUs."""
+    out = tmp_path_factory.mktemp("split") / "store"
+    return out, api_extract(cluster, out, [media20], pipeline="split")
+
+
+@pytest.fixture(scope="module")
+def local_store(media20, tmp_path_factory) -> Path:
+    """The 20-file set extracted by the local engine, with the encoders on one thread like a
+    one-CPU Ray worker."""
+    out = tmp_path_factory.mktemp("local") / "store"
+    local = cli("extract", media20, "--out", out, "--shard-size", "2", "--no-progress",
+                env=mvpt_env(MVPT_THREADS="1"))
     assert local.returncode == 0, local.stderr[-2000:]
-    ray_store, local_store = FeatureStore.open(ray_store[0]), FeatureStore.open(tmp_path / "local")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["ray_store", "split_store"])
+def test_ray_store_equals_local_store(pipeline, local_store, request):
+    out, summary = request.getfixturevalue(pipeline)
+    assert summary["engine"]["split"] == (pipeline == "split_store")
+    ray_store, local_store = FeatureStore.open(out), FeatureStore.open(local_store)
     pd.testing.assert_frame_equal(comparable_rows(ray_store), comparable_rows(local_store))
     for item_id in ray_store.rows()["id"]:
         a, b = ray_store.read(item_id), local_store.read(item_id)
@@ -220,6 +239,60 @@ def test_gpu_workers_encode_what_cpu_tasks_decode(cluster, media20, tmp_path):
     store = FeatureStore.open(tmp_path / "store")
     assert store.all_rows()["node"].nunique() == 1
     assert store.read("v01")["video"].shape == (3, 1280)
+
+
+# ------------------------------------------------------------------ decoders that crash or hang
+RAY_API_RUN = """
+import json, sys
+from mvpt.distributed import RayEngine
+from mvpt.extract import Extractor, extract
+from tests.fixtures.fake_extraction import FakeExtractor
+address, out, pipeline, fake, shard_size, timeout_s, *inputs = sys.argv[1:]
+engine = RayEngine(address=address, decode_timeout_s=float(timeout_s), split=pipeline == "split")
+extractor = FakeExtractor() if fake == "fake" else Extractor()
+summary = extract(inputs, out, extractor=extractor, shard_size=int(shard_size), progress=False,
+                  engine=engine)
+print(json.dumps(summary.to_dict()))
+"""
+
+
+def api_extract(address: str, out: Path, inputs: list, *, pipeline: str, fake: bool = False,
+                shard_size: int = 2, decode_timeout_s: float = 600) -> dict:
+    """``mvpt.extract.extract`` on Ray with the "whole" or "split" pipeline (the Python API's
+    options), from a driver process of its own; the summary."""
+    args = [address, out, pipeline, "fake" if fake else "real", shard_size, decode_timeout_s]
+    proc = subprocess.run([sys.executable, "-c", RAY_API_RUN, *map(str, [*args, *inputs])],
+                          env=mvpt_env(), capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["whole", "split"])
+def test_a_decoder_that_crashes_or_hangs_on_ray_costs_only_its_file(cluster, tmp_path,
+                                                                      pipeline):
+    """As with the local engine (tests/test_extract.py), on either Ray pipeline: the file
+    whose decoder crashes or hangs is recorded as failed with the reason, and nothing else is
+    lost (no unit redone, every other file extracted)."""
+    from tests.fixtures.fake_extraction import fake_inputs
+
+    # units of 3; the hanging file is not first in its unit (a decoder's first wait also gets
+    # its process's start-up time, mvpt.extract.POOL_START_S)
+    late = fake_inputs(tmp_path, 3, prefix="late")
+    inputs = [*fake_inputs(tmp_path, 2), tmp_path / "crash-me.mp4", late[0],
+              tmp_path / "hang-me.mp4", *late[1:]]
+    summary = api_extract(cluster, tmp_path / "store", inputs, pipeline=pipeline, fake=True,
+                          shard_size=3, decode_timeout_s=4)
+    assert (summary["done"], summary["failed"]) == (5, 2)
+    assert summary["engine"]["redone"] == [] and summary["engine"]["split"] == (pipeline == "split")
+    errors = {f["id"]: f["error"] for f in summary["failures"]}
+    assert errors == {
+        "crash-me": f"{tmp_path / 'crash-me.mp4'}: the decoder crashed on this file (its process "
+                    "died while decoding it)",
+        "hang-me": f"{tmp_path / 'hang-me.mp4'}: decoding took longer than 4 s (timed out; the "
+                   "decoder was stopped)"}
+    rows = FeatureStore.open(tmp_path / "store").rows(status=None)
+    assert sorted(rows["id"]) == sorted(p.stem for p in inputs)
 
 
 # ------------------------------------------------------------------ scheduling, without Ray
