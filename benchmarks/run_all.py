@@ -238,15 +238,27 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({model}), {memory_gb:.0f} GB RAM, {platform.system()}"
 
 
+def load_average() -> str:
+    """The 1-minute load average and the core count ("3.52 on 2 cores"): how busy the machine
+    was, since wall-clock figures depend on it."""
+    try:
+        return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    except OSError:  # not available on this system
+        return "unknown"
+
+
 def markdown(report: dict) -> str:
-    lines = [f"Benchmarks of {report['date']} on {report['machine']} "
-             f"(`python benchmarks/run_all.py{' --quick' if report['quick'] else ''}`):", "",
-             "| benchmark | figure | value | beside it (same run) | wall s | status |",
-             "|---|---|---:|---|---:|---|"]
+    """The README's performance table: what was run (date, machine, load, the suite's command)
+    and one row per figure with the command that reproduces it."""
+    lines = [f"Benchmarks of {report['date']} on {report['machine']}, load average "
+             f"{report['load_start']} at the start and {report['load_end']} at the end "
+             f"(`{report['command']}`):", "",
+             "| benchmark | figure | value | beside it (same run) | command | wall s | status |",
+             "|---|---|---:|---|---|---:|---|"]
     for rec in report["benchmarks"]:
         for figure, value, ref in rec["rows"]:
             lines.append(f"| {rec['name']} | {figure} | {fmt(value)} | {ref} | "
-                         f"{rec.get('wall_s', '')} | {rec['status']} |")
+                         f"`{rec['command']}` | {rec.get('wall_s', '')} | {rec['status']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,10 +274,15 @@ def main(argv=None) -> None:
     work = (args.out / "work").resolve()
     work.mkdir(exist_ok=True)
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
+    command = " ".join(["python benchmarks/run_all.py", *(argv if argv is not None
+                                                          else sys.argv[1:])])
     report = {"date": datetime.date.today().isoformat(), "machine": machine(),
-              "quick": args.quick, "benchmarks": []}
+              "command": command, "quick": args.quick, "load_start": load_average(),
+              "load_end": load_average(),
+              "benchmarks": []}
     for bench in chosen:
         report["benchmarks"].append(run_one(bench, quick=args.quick, work=work))
+        report["load_end"] = load_average()
         (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (args.out / "results.md").write_text(table)
