@@ -305,8 +305,8 @@ class _RankCounter:
 
     A tile has at most 255 rows, so a column's count within a tile fits a byte (summed without
     widening); the column queries' thresholds are laid out as a tile-shaped array once per
-    block, because numpy compares a tile with a broadcast row of thresholds about 10x slower
-    than with an array of its own shape (measured, numpy 2.4)."""
+    block, because numpy compares a tile with a broadcast row of thresholds much slower
+    than with an array of its own shape (5-10x, measured with numpy 2.4)."""
 
     def __init__(self, n: int, *, block_size: int, threads: int, pool):
         self.score_buffer = np.empty(block_size * block_size, np.float32)
