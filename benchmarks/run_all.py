@@ -83,22 +83,35 @@ def parse_train(out: str, data: dict | None) -> list[tuple]:
 
 
 def parse_train_memory(out: str, data: dict | None) -> list[tuple]:
-    rows = []
-    for match in re.finditer(rf"streamed\s*: peak RSS {NUMBER} -> {NUMBER} MB for a (\d+)x store"
-                             rf": {NUMBER} %", out):
-        rows.append((f"training peak RSS, store {match.group(3)}x larger (MB)",
-                     f"{fmt(num(match.group(1)))} -> {fmt(num(match.group(2)))}",
-                     f"{num(match.group(4)):+.1f} %"))
-    return rows or [("training peak RSS vs store size", None, "")]
+    """Peak RSS growth from a store to one ``N``x larger, streamed (the headline) beside
+    in-memory, and the streamed peaks from the script's table."""
+    growth = {m.group(1): (m.group(2), num(m.group(3))) for m in re.finditer(
+        rf"^(streamed|in-memory): peak RSS (\d+)x store / 1x store: {NUMBER} %", out,
+        flags=re.MULTILINE)}
+    if "streamed" not in growth:
+        return [("training peak RSS vs store size", None, "")]
+    scale, streamed = growth["streamed"]
+    peaks = {r.get("store"): r.get("peak RSS MB") for r in markdown_rows(out)
+             if r.get("mode") == "streamed"}
+    beside = [f"peak {peaks.get('1x')} -> {peaks.get(f'{scale}x')} MB"]
+    if "in-memory" in growth:
+        beside.insert(0, f"in-memory {growth['in-memory'][1]:+.1f} %")
+    return [(f"training peak RSS, streamed, {scale}x store vs 1x (%)", f"{streamed:+.1f}",
+             "; ".join(beside))]
 
 
 def parse_eval(out: str, data: dict | None) -> list[tuple]:
-    rows = []
-    for r in markdown_rows(out):
-        if r.get("case") == "blocked":
-            seconds = r.get("wall s", r.get("seconds"))
-            rows.append((f"eval, pool {r.get('pool')} (s)", num(seconds) if seconds else None,
-                         f"peak {r.get('peak MiB')} MiB"))
+    """Per pool size: wall / CPU seconds, beside the plain matmul's ratio and the peak."""
+    rows, ratios = [], [r for r in markdown_rows(out)
+                        if r.get("case") == "ratio to the plain matmul"]
+    blocked = [r for r in markdown_rows(out) if r.get("case") == "blocked"]
+    for k, r in enumerate(blocked):
+        ratio = ratios[k].get("GFLOP/s wall / CPU-s") if k < len(ratios) else None
+        peak = r.get("peak MiB traced / resident", r.get("peak MiB"))
+        rows.append((f"eval, pool {r.get('pool')}: wall s / CPU s",
+                     f"{r.get('wall s')} / {r.get('CPU s')}",
+                     f"{ratio or 'n/a'} of a plain matmul's FLOP/s (wall / CPU); "
+                     f"peak {peak} MiB traced / resident"))
     return rows or [("eval", None, "")]
 
 

@@ -8,11 +8,12 @@ one-CPU Ray task wherever the cluster has CPUs, a unit ahead of its encoder.
 Decoding is the local engine's (:mod:`mvpt.extract`): a unit's items are decoded in a child
 process of the worker or task, with ``decode_timeout_s`` per item, so a file that hangs its
 decoder is recorded as failed (timed out) and one that crashes it as failed (crashed), and the
-run goes on; neither costs its worker. The driver (the process that called :func:`mvpt.extract.extract`) writes each shard as its unit
-comes back, with the same code as the local engine, so the store has one writer. A unit whose
-worker dies is redone on a fresh worker, up to ``max_attempts`` times (then its items are
-recorded as failed, with the reason); no other unit is touched. Every row records the node
-(host name / Ray node id) that extracted it.
+run goes on; neither costs its worker. The driver (the process that called
+:func:`mvpt.extract.extract`) writes each shard as its unit comes back, with the same code as
+the local engine, so the store has one writer. A unit whose worker dies is redone on a fresh
+worker, up to ``max_attempts`` times (then its items are recorded as failed, with the reason);
+no other unit is touched. Every row records the node (host name / Ray node id) that extracted
+it.
 
 The cluster: ``address=None`` starts a private Ray instance in this process for the run, on
 the loopback address only;
