@@ -30,6 +30,7 @@ import numpy as np
 from mvpt.eval import BLOCK_SIZE, retrieval_metrics
 
 STATUS = Path("/proc/self/status")
+FULL_MATRIX_MAX = 20_000  # items: the one-block check holds n x n float32 scores (1.5 GiB)
 
 
 def random_pairs(n: int, *, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,6 +125,11 @@ def main() -> None:
             same = timed(lambda: retrieval_metrics(video, music, block_size=args.block_size,
                                                    lengths=lengths, same_length=True))
             row("blocked, same length", n, *same[:3], "", same[3])
+            if n > FULL_MATRIX_MAX:  # n x n float32 would not fit: 100k is 37 GiB
+                print(f"\n(no one-block check at {n:,}: the full matrix needs "
+                      f"{4 * n * n / 2**30:,.1f} GiB; it runs at {FULL_MATRIX_MAX:,} items or "
+                      "fewer)\n")
+                continue
             full = timed(lambda: retrieval_metrics(video, music, block_size=n))
             row("one block (full matrix)", n, *full[:3], _rates(flop, *full[:2]), full[3])
             print(f"\nat {n:,}: same metrics blocked and as one block: "

@@ -83,22 +83,35 @@ def parse_train(out: str, data: dict | None) -> list[tuple]:
 
 
 def parse_train_memory(out: str, data: dict | None) -> list[tuple]:
-    rows = []
-    for match in re.finditer(rf"streamed\s*: peak RSS {NUMBER} -> {NUMBER} MB for a (\d+)x store"
-                             rf": {NUMBER} %", out):
-        rows.append((f"training peak RSS, store {match.group(3)}x larger (MB)",
-                     f"{fmt(num(match.group(1)))} -> {fmt(num(match.group(2)))}",
-                     f"{num(match.group(4)):+.1f} %"))
-    return rows or [("training peak RSS vs store size", None, "")]
+    """Peak RSS growth from a store to one ``N``x larger, streamed (the headline) beside
+    in-memory, and the streamed peaks from the script's table."""
+    growth = {m.group(1): (m.group(2), num(m.group(3))) for m in re.finditer(
+        rf"^(streamed|in-memory): peak RSS (\d+)x store / 1x store: {NUMBER} %", out,
+        flags=re.MULTILINE)}
+    if "streamed" not in growth:
+        return [("training peak RSS vs store size", None, "")]
+    scale, streamed = growth["streamed"]
+    peaks = {r.get("store"): r.get("peak RSS MB") for r in markdown_rows(out)
+             if r.get("mode") == "streamed"}
+    beside = [f"peak {peaks.get('1x')} -> {peaks.get(f'{scale}x')} MB"]
+    if "in-memory" in growth:
+        beside.insert(0, f"in-memory {growth['in-memory'][1]:+.1f} %")
+    return [(f"training peak RSS, streamed, {scale}x store vs 1x (%)", f"{streamed:+.1f}",
+             "; ".join(beside))]
 
 
 def parse_eval(out: str, data: dict | None) -> list[tuple]:
-    rows = []
-    for r in markdown_rows(out):
-        if r.get("case") == "blocked":
-            seconds = r.get("wall s", r.get("seconds"))
-            rows.append((f"eval, pool {r.get('pool')} (s)", num(seconds) if seconds else None,
-                         f"peak {r.get('peak MiB')} MiB"))
+    """Per pool size: wall / CPU seconds, beside the plain matmul's ratio and the peak."""
+    rows, ratios = [], [r for r in markdown_rows(out)
+                        if r.get("case") == "ratio to the plain matmul"]
+    blocked = [r for r in markdown_rows(out) if r.get("case") == "blocked"]
+    for k, r in enumerate(blocked):
+        ratio = ratios[k].get("GFLOP/s wall / CPU-s") if k < len(ratios) else None
+        peak = r.get("peak MiB traced / resident", r.get("peak MiB"))
+        rows.append((f"eval, pool {r.get('pool')}: wall s / CPU s",
+                     f"{r.get('wall s')} / {r.get('CPU s')}",
+                     f"{ratio or 'n/a'} of a plain matmul's FLOP/s (wall / CPU); "
+                     f"peak {peak} MiB traced / resident"))
     return rows or [("eval", None, "")]
 
 
@@ -238,15 +251,27 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({model}), {memory_gb:.0f} GB RAM, {platform.system()}"
 
 
+def load_average() -> str:
+    """The 1-minute load average and the core count ("3.52 on 2 cores"): how busy the machine
+    was, since wall-clock figures depend on it."""
+    try:
+        return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    except OSError:  # not available on this system
+        return "unknown"
+
+
 def markdown(report: dict) -> str:
-    lines = [f"Benchmarks of {report['date']} on {report['machine']} "
-             f"(`python benchmarks/run_all.py{' --quick' if report['quick'] else ''}`):", "",
-             "| benchmark | figure | value | beside it (same run) | wall s | status |",
-             "|---|---|---:|---|---:|---|"]
+    """The README's performance table: what was run (date, machine, load, the suite's command)
+    and one row per figure with the command that reproduces it."""
+    lines = [f"Benchmarks of {report['date']} on {report['machine']}, load average "
+             f"{report['load_start']} at the start and {report['load_end']} at the end "
+             f"(`{report['command']}`):", "",
+             "| benchmark | figure | value | beside it (same run) | command | wall s | status |",
+             "|---|---|---:|---|---|---:|---|"]
     for rec in report["benchmarks"]:
         for figure, value, ref in rec["rows"]:
             lines.append(f"| {rec['name']} | {figure} | {fmt(value)} | {ref} | "
-                         f"{rec.get('wall_s', '')} | {rec['status']} |")
+                         f"`{rec['command']}` | {rec.get('wall_s', '')} | {rec['status']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -262,10 +287,15 @@ def main(argv=None) -> None:
     work = (args.out / "work").resolve()
     work.mkdir(exist_ok=True)
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only]
+    command = " ".join(["python benchmarks/run_all.py", *(argv if argv is not None
+                                                          else sys.argv[1:])])
     report = {"date": datetime.date.today().isoformat(), "machine": machine(),
-              "quick": args.quick, "benchmarks": []}
+              "command": command, "quick": args.quick, "load_start": load_average(),
+              "load_end": load_average(),
+              "benchmarks": []}
     for bench in chosen:
         report["benchmarks"].append(run_one(bench, quick=args.quick, work=work))
+        report["load_end"] = load_average()
         (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     (args.out / "results.md").write_text(table)

@@ -35,6 +35,28 @@ def test_parsers_pick_the_headline_figures():
     assert run_all.parse_eval("no table here", None) == [("eval", None, "")]
 
 
+def test_eval_and_train_memory_rows_carry_their_same_run_references():
+    """The rows read the scripts' current output (the eval's matmul ratio and both peaks, the
+    streamed growth beside in-memory)."""
+    eval_out = ("| case | pool | wall s | CPU s | peak MiB traced / resident | "
+                "GFLOP/s wall / CPU-s | V->M R@1 % | V->M MedR |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+                "| plain matmul (10,000 rows) | 100,000 | 14.99 | 9.13 | | 34.2 / 56.1 | | |\n"
+                "| blocked | 100,000 | 178.10 | 140.33 | 84 / 88 | 28.7 / 36.5 | 33.06 | 5 |\n"
+                "| ratio to the plain matmul | | | | | x0.84 / x0.65 | | |\n")
+    [(figure, value, beside)] = run_all.parse_eval(eval_out, None)
+    assert (figure, value) == ("eval, pool 100,000: wall s / CPU s", "178.10 / 140.33")
+    assert beside.startswith("x0.84 / x0.65 of a plain matmul") and "84 / 88 MiB" in beside
+    memory_out = ("| store | mode | peak RSS MB | tracks/s |\n|---|---|---:|---:|\n"
+                  "| 1x | streamed | 586 | 9.1 |\n| 8x | streamed | 660 | 8.8 |\n"
+                  "| 1x | in-memory | 653 | 10.0 |\n"
+                  "streamed: peak RSS 8x store / 1x store: +12.7 %\n"
+                  "in-memory: peak RSS 8x store / 1x store: +94.0 %\n")
+    assert run_all.parse_train_memory(memory_out, None) == [
+        ("training peak RSS, streamed, 8x store vs 1x (%)", "+12.7",
+         "in-memory +94.0 %; peak 586 -> 660 MB")]
+
+
 def test_options_a_script_does_not_list_are_dropped(tmp_path):
     script = tmp_path / "bench.py"
     script.write_text("import argparse\np = argparse.ArgumentParser()\n"

@@ -1,17 +1,18 @@
 """Extraction on Ray: the same store as the local engine, work on two nodes, a killed worker.
 
-The cluster tests start a one-node Ray cluster on 127.0.0.1 (2 CPUs, one declared GPU so that
-the GPU path can be scheduled) and always stop it. The two-node test needs Ray on the machine's
-network address, so it runs only with MVPT_RAY_MULTINODE=1."""
+The cluster tests start Ray clusters on 127.0.0.1 only (tests/fixtures/ray_cluster.py): one node
+with 2 CPUs and one declared GPU (so that the GPU path can be scheduled), and two nodes of one CPU
+each; both are always stopped."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -25,74 +26,59 @@ from mvpt.extract import Decoded, Item, ShardUnit
 from mvpt.store import FeatureStore, ItemResult
 from tests.fixtures.media_factory import write_video
 
-RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
+CLUSTER_SCRIPT = Path(__file__).parent / "fixtures" / "ray_cluster.py"
 N_FILES = 20
 
 
 def mvpt_env(**extra) -> dict:
     """This process's environment with this checkout's mvpt first on the path (Ray workers
-    inherit the environment of `ray start`), for a loopback test cluster without auth tokens
-    (a `ray start --head` makes one when a token file exists, and a joining node then needs it)."""
-    src = str(Path(mvpt.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    inherit the environment of the cluster script), for a loopback test cluster without auth tokens
+    (Ray makes one when a token file exists, and a joining node then needs it)."""
+    src = Path(mvpt.__file__).resolve().parents[1]
+    roots = (str(src), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH"))
+    path = os.pathsep.join(p for p in roots if p)  # mvpt, and tests.fixtures for the workers
     return {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "disabled", **LOOPBACK_ONLY_ENV, **extra}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_cli(*args, timeout=180, env=None):
-    done = subprocess.run([*RAY_CLI, *args], env=env or mvpt_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    assert done.returncode == 0, f"ray {' '.join(args)}: {done.stderr[-2000:]}"
-
-
-def start_cluster(*, nodes: int, env: dict) -> str:
-    """``ray start`` a head (and ``nodes - 1`` more nodes) on this machine; its address. The
-    last node declares one GPU, so that the GPU path can be scheduled."""
-    address = f"127.0.0.1:{free_port()}"
-    small = ["--num-cpus", "2" if nodes == 1 else "1", "--object-store-memory", "200000000",
-             "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
-    gpu = ["--num-gpus", "1"]
-    ray_cli("start", "--head", "--port", address.split(":")[1], "--include-dashboard=false",
-            *small, *(gpu if nodes == 1 else []), env=env)
-    for k in range(1, nodes):
-        ray_cli("start", "--address", address, *small, *(gpu if k == nodes - 1 else []), env=env)
-    return address
-
-
-def stop_cluster(env: dict) -> None:
-    subprocess.run([*RAY_CLI, "stop", "--force"], env=env, capture_output=True, timeout=180)
+@contextlib.contextmanager
+def ray_cluster(*node_specs: str):
+    """A cluster of nodes ``CPUS[:GPUS]`` (the head first) on 127.0.0.1, started by
+    tests/fixtures/ray_cluster.py in a temporary folder; yields its address. Always stopped,
+    and its folder removed; no other Ray on the machine is touched."""
+    pytest.importorskip("ray")
+    temp_dir = tempfile.mkdtemp(prefix="mvpt-ray-")  # short: Ray's socket paths live under it
+    proc = subprocess.Popen([sys.executable, str(CLUSTER_SCRIPT), temp_dir, *node_specs],
+                            env=mvpt_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        address = proc.stdout.readline().strip()
+        if not address:
+            proc.stdin.close()
+            raise AssertionError(f"the test cluster did not start: {proc.stderr.read()[-2000:]}")
+        yield address
+    finally:
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the script and the Ray processes it started
+            proc.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A one-node cluster (2 CPUs, 1 declared GPU) kept to 127.0.0.1 (LOOPBACK_ONLY_ENV)."""
-    pytest.importorskip("ray")
-    try:
-        yield start_cluster(nodes=1, env=mvpt_env())
-    finally:
-        stop_cluster(mvpt_env())
+    """One node: 2 CPUs and one declared GPU, so that the GPU path can be scheduled."""
+    with ray_cluster("2:1") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def two_node_cluster():
-    """Two nodes on this machine. Ray serves a multi-node cluster on the machine's network
-    address, never on loopback alone, so this runs only where that is allowed:
-    MVPT_RAY_MULTINODE=1."""
-    pytest.importorskip("ray")
-    if os.environ.get("MVPT_RAY_MULTINODE") != "1":
-        pytest.skip("a multi-node Ray cluster listens on the machine's network address; "
-                    "set MVPT_RAY_MULTINODE=1 where that is allowed")
-    env = {k: v for k, v in mvpt_env().items() if k not in LOOPBACK_ONLY_ENV}
-    try:
-        yield start_cluster(nodes=2, env=env)
-    finally:
-        stop_cluster(env)
+    """Two nodes on this machine, one CPU each: one extraction worker per node."""
+    with ray_cluster("1", "1") as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -146,21 +132,38 @@ def test_ray_extraction_summary(ray_store):
 
 @pytest.mark.slow
 def test_two_node_cluster_extracts_on_both_nodes(two_node_cluster, media20, tmp_path):
-    summary = ray_extract(media20, tmp_path / "store", two_node_cluster,
-                          env={k: v for k, v in mvpt_env().items() if k not in LOOPBACK_ONLY_ENV})
+    summary = ray_extract(media20, tmp_path / "store", two_node_cluster)
     assert (summary["done"], summary["failed"]) == (N_FILES, 1)
     nodes = FeatureStore.open(tmp_path / "store").all_rows()["node"]
     assert nodes.nunique() == 2, nodes.value_counts()  # both nodes extracted files
     assert (nodes.value_counts() >= 2).all()
 
 
-@pytest.mark.slow
-def test_ray_store_equals_local_store(ray_store, media20, tmp_path):
-    # the local engine, with the encoders on one thread like a one-CPU Ray worker
-    local = cli("extract", media20, "--out", tmp_path / "local", "--shard-size", "2",
-                "--no-progress", env=mvpt_env(MVPT_THREADS="1"))
+@pytest.fixture(scope="module")
+def split_store(cluster, media20, tmp_path_factory) -> tuple[Path, dict]:
+    """The 20-file set extracted by the split pipeline (decode tasks, encode-only workers: the
+    GPU pipeline) on CPUs."""
+    out = tmp_path_factory.mktemp("split") / "store"
+    return out, api_extract(cluster, out, [media20], pipeline="split")
+
+
+@pytest.fixture(scope="module")
+def local_store(media20, tmp_path_factory) -> Path:
+    """The 20-file set extracted by the local engine, with the encoders on one thread like a
+    one-CPU Ray worker."""
+    out = tmp_path_factory.mktemp("local") / "store"
+    local = cli("extract", media20, "--out", out, "--shard-size", "2", "--no-progress",
+                env=mvpt_env(MVPT_THREADS="1"))
     assert local.returncode == 0, local.stderr[-2000:]
-    ray_store, local_store = FeatureStore.open(ray_store[0]), FeatureStore.open(tmp_path / "local")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["ray_store", "split_store"])
+def test_ray_store_equals_local_store(pipeline, local_store, request):
+    out, summary = request.getfixturevalue(pipeline)
+    assert summary["engine"]["split"] == (pipeline == "split_store")
+    ray_store, local_store = FeatureStore.open(out), FeatureStore.open(local_store)
     pd.testing.assert_frame_equal(comparable_rows(ray_store), comparable_rows(local_store))
     for item_id in ray_store.rows()["id"]:
         a, b = ray_store.read(item_id), local_store.read(item_id)
@@ -235,6 +238,60 @@ def test_gpu_workers_encode_what_cpu_tasks_decode(cluster, media20, tmp_path):
     store = FeatureStore.open(tmp_path / "store")
     assert store.all_rows()["node"].nunique() == 1
     assert store.read("v01")["video"].shape == (3, 1280)
+
+
+# ------------------------------------------------------------------ decoders that crash or hang
+RAY_API_RUN = """
+import json, sys
+from mvpt.distributed import RayEngine
+from mvpt.extract import Extractor, extract
+from tests.fixtures.fake_extraction import FakeExtractor
+address, out, pipeline, fake, shard_size, timeout_s, *inputs = sys.argv[1:]
+engine = RayEngine(address=address, decode_timeout_s=float(timeout_s), split=pipeline == "split")
+extractor = FakeExtractor() if fake == "fake" else Extractor()
+summary = extract(inputs, out, extractor=extractor, shard_size=int(shard_size), progress=False,
+                  engine=engine)
+print(json.dumps(summary.to_dict()))
+"""
+
+
+def api_extract(address: str, out: Path, inputs: list, *, pipeline: str, fake: bool = False,
+                shard_size: int = 2, decode_timeout_s: float = 600) -> dict:
+    """``mvpt.extract.extract`` on Ray with the "whole" or "split" pipeline (the Python API's
+    options), from a driver process of its own; the summary."""
+    args = [address, out, pipeline, "fake" if fake else "real", shard_size, decode_timeout_s]
+    proc = subprocess.run([sys.executable, "-c", RAY_API_RUN, *map(str, [*args, *inputs])],
+                          env=mvpt_env(), capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["whole", "split"])
+def test_a_decoder_that_crashes_or_hangs_on_ray_costs_only_its_file(cluster, tmp_path,
+                                                                      pipeline):
+    """As with the local engine (tests/test_extract.py), on either Ray pipeline: the file
+    whose decoder crashes or hangs is recorded as failed with the reason, and nothing else is
+    lost (no unit redone, every other file extracted)."""
+    from tests.fixtures.fake_extraction import fake_inputs
+
+    # units of 3; the hanging file is not first in its unit (a decoder's first wait also gets
+    # its process's start-up time, mvpt.extract.POOL_START_S)
+    late = fake_inputs(tmp_path, 3, prefix="late")
+    inputs = [*fake_inputs(tmp_path, 2), tmp_path / "crash-me.mp4", late[0],
+              tmp_path / "hang-me.mp4", *late[1:]]
+    summary = api_extract(cluster, tmp_path / "store", inputs, pipeline=pipeline, fake=True,
+                          shard_size=3, decode_timeout_s=4)
+    assert (summary["done"], summary["failed"]) == (5, 2)
+    assert summary["engine"]["redone"] == [] and summary["engine"]["split"] == (pipeline == "split")
+    errors = {f["id"]: f["error"] for f in summary["failures"]}
+    assert errors == {
+        "crash-me": f"{tmp_path / 'crash-me.mp4'}: the decoder crashed on this file (its process "
+                    "died while decoding it)",
+        "hang-me": f"{tmp_path / 'hang-me.mp4'}: decoding took longer than 4 s (timed out; the "
+                   "decoder was stopped)"}
+    rows = FeatureStore.open(tmp_path / "store").rows(status=None)
+    assert sorted(rows["id"]) == sorted(p.stem for p in inputs)
 
 
 # ------------------------------------------------------------------ scheduling, without Ray

@@ -12,7 +12,8 @@ from mvpt import cli
 from mvpt.errors import ModelError, StoreError, UsageError
 from mvpt.eval import (
     DIRECTIONS, DotScores, candidate_counts, chance_metrics, count_ranks, evaluate,
-    evaluate_levels, format_table, metrics_from_counts, pool_indices, retrieval_metrics,
+    evaluate_levels, format_table, metrics_from_counts, pair_rank_counts, pool_indices,
+    retrieval_metrics,
     segment_windows, track_windows,
 )
 from mvpt.store import FeatureStore, ItemResult
@@ -123,6 +124,16 @@ def test_constant_embeddings_score_chance_exactly():
         assert metrics[f"{d}_R@10"] == pytest.approx(10 / n)
         assert metrics[f"{d}_median_rank"] == (n + 1) / 2
     assert metrics == pytest.approx(chance_metrics(n))
+
+
+def test_column_counts_in_tall_tiles_do_not_wrap():
+    """Narrow blocks make tiles of hundreds of rows; a column's count within one tile must not
+    wrap (every other candidate ties with every query here)."""
+    n = 600
+    video = np.ones((n, 4), np.float32) / 2
+    counts = pair_rank_counts(video, video.copy(), block_size=300)
+    for better, tied in counts.values():
+        assert (better == 0).all() and (tied == n - 1).all()
 
 
 def test_perfect_embeddings_rank_first(rng):

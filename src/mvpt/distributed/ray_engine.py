@@ -1,13 +1,19 @@
 """Extraction on a Ray cluster: the shard units of :mod:`mvpt.extract` run on Ray actors.
 
 Each worker is an actor that loads the encoders once. Without GPUs a worker takes one CPU and
-decodes and encodes its unit itself. With ``gpus_per_worker`` > 0 a worker holds that many GPUs
-and only encodes: decoding runs as one-CPU Ray tasks wherever the cluster has CPUs, a unit ahead.
-The driver (the process that called :func:`mvpt.extract.extract`) writes each shard as its unit
-comes back, with the same code as the local engine, so the store has one writer. A unit whose
-worker dies is redone on a fresh worker, up to ``max_attempts`` times (then its items are
-recorded as failed, with the reason); no other unit is touched. Every row records the node
-(host name / Ray node id) that extracted it.
+decodes and encodes its unit itself. With ``gpus_per_worker`` > 0 (or ``split=True``, the same
+pipeline on CPUs) a worker holds that many GPUs and only encodes: each unit is decoded by a
+one-CPU Ray task wherever the cluster has CPUs, a unit ahead of its encoder.
+
+Decoding is the local engine's (:mod:`mvpt.extract`): a unit's items are decoded in a child
+process of the worker or task, with ``decode_timeout_s`` per item, so a file that hangs its
+decoder is recorded as failed (timed out) and one that crashes it as failed (crashed), and the
+run goes on; neither costs its worker. The driver (the process that called
+:func:`mvpt.extract.extract`) writes each shard as its unit comes back, with the same code as
+the local engine, so the store has one writer. A unit whose worker dies is redone on a fresh
+worker, up to ``max_attempts`` times (then its items are recorded as failed, with the reason);
+no other unit is touched. Every row records the node (host name / Ray node id) that extracted
+it.
 
 The cluster: ``address=None`` starts a private Ray instance in this process for the run, on
 the loopback address only;
@@ -23,23 +29,35 @@ import os
 import socket
 import time
 from collections import deque
+from typing import Iterator
 
+from mvpt.encoders import ENCODERS
 from mvpt.errors import MvptError, UsageError
-from mvpt.extract import Decoded, Extractor, LocalEngine, ShardUnit, decode_item, process_unit
+from mvpt.extract import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    Decoded,
+    DecodeSpec,
+    Decoder,
+    Extractor,
+    LocalEngine,
+    ShardUnit,
+    _decoded_stream,
+    process_unit,
+)
 from mvpt.store import ItemResult, compat_problem
 
 
 def make_engine(name: str = "local", *, address: str | None = None, gpus_per_worker: float = 0,
                 decode_workers: int = 1, decode_timeout_s: float | None = None):
-    """The engine named on the command line: "local" or "ray" (``decode_workers`` and
-    ``decode_timeout_s`` are the local engine's; None: its default timeout)."""
+    """The engine named on the command line: "local" or "ray" (``decode_workers`` is the local
+    engine's; ``decode_timeout_s`` both engines', None: the default timeout)."""
+    timeout = {} if decode_timeout_s is None else {"decode_timeout_s": decode_timeout_s}
     if name == "local":
         if address or gpus_per_worker:
             raise UsageError("--address and --gpus-per-worker need --engine ray")
-        timeout = {} if decode_timeout_s is None else {"decode_timeout_s": decode_timeout_s}
         return LocalEngine(decode_workers=decode_workers, **timeout)
     if name == "ray":
-        return RayEngine(address=address, gpus_per_worker=gpus_per_worker)
+        return RayEngine(address=address, gpus_per_worker=gpus_per_worker, **timeout)
     raise UsageError(f"unknown engine {name!r}: use local or ray")
 
 
@@ -64,17 +82,43 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def decode_unit(unit: ShardUnit, spec: DecodeSpec, decoder: Decoder,
+                timeout_s: float | None) -> Iterator[Decoded]:
+    """A unit's items decoded in order in a child process, as the local engine decodes them: an
+    item that takes longer than ``timeout_s`` (None: no limit) or crashes the decoder comes back
+    as a failed :class:`~mvpt.extract.Decoded` with the reason; the others are decoded."""
+    return _decoded_stream(list(unit.items), spec, 1, timeout_s=timeout_s, decode=decoder)
+
+
+def decode_unit_task(unit: ShardUnit, spec: DecodeSpec, decoder: Decoder,
+                     timeout_s: float | None) -> list[Decoded]:
+    """:func:`decode_unit` as a Ray task's result (the split pipeline)."""
+    return list(decode_unit(unit, spec, decoder, timeout_s))
+
+
+def portable_extractor(extractor: Extractor) -> dict | Extractor:
+    """What a worker builds its extractor from: the recipe, when it rebuilds this extractor
+    (encoders loaded by their registered names, once per worker), else the extractor itself,
+    pickled (a subclass, or an encoder the registry does not know)."""
+    names = [extractor.recipe[k] for k in ("video_encoder", "audio_encoder")]
+    if type(extractor) is Extractor and all(n is None or n in ENCODERS for n in names):
+        return extractor.recipe
+    return extractor
+
+
 class ExtractWorker:
     """A Ray actor's state: an extractor built once from the driver's recipe."""
 
-    def __init__(self, recipe: dict, manifest: dict, threads: int):
+    def __init__(self, build: dict | Extractor, manifest: dict, threads: int,
+                 decode_timeout_s: float | None):
         import ray
 
         os.environ["MVPT_THREADS"] = str(max(1, threads))
         self.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+        self.decode_timeout_s = decode_timeout_s
         self.error = None
         try:
-            self.extractor = Extractor(**recipe)
+            self.extractor = build if isinstance(build, Extractor) else Extractor(**build)
             problem = compat_problem(manifest, self.extractor.manifest())
             if problem:
                 self.error = f"worker on {self.node}: {problem}"
@@ -86,16 +130,14 @@ class ExtractWorker:
         return self.error
 
     def run_unit(self, unit: ShardUnit) -> list[ItemResult]:
-        """Decode and encode a unit here."""
-        spec, decode = self.extractor.decode_spec(), self.extractor.decoder
-        return process_unit(self.extractor, (decode(it, spec) for it in unit.items),
-                            node=self.node)
+        """Decode (in a child process, a few items ahead) and encode a unit here."""
+        decoded = decode_unit(unit, self.extractor.decode_spec(), self.extractor.decoder,
+                              self.decode_timeout_s)
+        return process_unit(self.extractor, decoded, node=self.node)
 
-    def encode_unit(self, decoded_refs: list) -> list[ItemResult]:
-        """Encode a unit whose items other workers decoded."""
-        import ray
-
-        return process_unit(self.extractor, ray.get(decoded_refs), node=self.node)
+    def encode_unit(self, decoded: list[Decoded]) -> list[ItemResult]:
+        """Encode a unit that a decode task decoded."""
+        return process_unit(self.extractor, decoded, node=self.node)
 
 
 class RayEngine:
@@ -105,12 +147,17 @@ class RayEngine:
 
     def __init__(self, *, address: str | None = None, gpus_per_worker: float = 0,
                  workers: int | None = None, max_attempts: int = 3,
-                 init_options: dict | None = None):
+                 decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+                 split: bool = False, init_options: dict | None = None):
+        """``split``: decode in Ray tasks and only encode in the workers even without GPUs (the
+        GPU pipeline on CPUs; each worker then leaves a CPU for decoding)."""
         if gpus_per_worker < 0:
             raise UsageError(f"--gpus-per-worker must be >= 0, got {gpus_per_worker}")
         if max_attempts < 1:
             raise UsageError(f"max_attempts must be >= 1, got {max_attempts}")
         self.address, self.gpus = address, float(gpus_per_worker)
+        self.split = split or self.gpus > 0
+        self.decode_timeout_s = decode_timeout_s
         self.requested_workers, self.max_attempts = workers, max_attempts
         self.workers = 0  # started by the last run
         self.init_options = init_options or {}
@@ -120,8 +167,9 @@ class RayEngine:
 
     def report(self) -> dict:
         return {"name": self.name, "address": self.address, "workers": self.workers,
-                "gpus_per_worker": self.gpus, "units_run": self.units_run, "redone": self.redone,
-                "startup_s": round(self.startup_s, 2)}
+                "gpus_per_worker": self.gpus, "split": self.split,
+                "decode_timeout_s": self.decode_timeout_s, "units_run": self.units_run,
+                "redone": self.redone, "startup_s": round(self.startup_s, 2)}
 
     # ------------------------------------------------------------------ cluster
     def _connect(self, ray) -> bool:
@@ -141,10 +189,15 @@ class RayEngine:
         if self.requested_workers:
             return self.requested_workers
         resources = ray.cluster_resources()
-        n = resources.get("GPU", 0) // self.gpus if self.gpus else resources.get("CPU", 0)
-        if n < 1:
-            what = f"{self.gpus:g} GPU(s)" if self.gpus else "one CPU"
-            raise UsageError(f"the Ray cluster has no room for a worker with {what} "
+        cpus = resources.get("CPU", 0)
+        if self.gpus:
+            n = resources.get("GPU", 0) // self.gpus
+        else:  # a split pipeline leaves half the CPUs to the decode tasks
+            n = cpus // 2 if self.split else cpus
+        if n < 1 or (self.split and cpus - n < 1):
+            what = f"{self.gpus:g} GPU(s) and one CPU" if self.gpus else "one CPU"
+            spare = " and a CPU left for decoding" if self.split else ""
+            raise UsageError(f"the Ray cluster has no room for a worker with {what}{spare} "
                              f"(resources: {resources})")
         return int(n)
 
@@ -153,7 +206,8 @@ class RayEngine:
         if self.gpus:
             resources["num_gpus"] = self.gpus
         actor = ray.remote(ExtractWorker).options(**resources)
-        return actor.remote(extractor.recipe, extractor.manifest(), 1)
+        return actor.remote(portable_extractor(extractor), extractor.manifest(), 1,
+                            self.decode_timeout_s)
 
     def _start_workers(self, ray, extractor: Extractor, n: int) -> list:
         workers = [self._new_worker(ray, extractor) for _ in range(n)]
@@ -191,18 +245,19 @@ class RayEngine:
 
     def _submit(self, ray, worker, unit: ShardUnit, extractor: Extractor):
         self.units_run += 1
-        if not self.gpus:
+        if not self.split:
             return worker.run_unit.remote(unit)
-        decode = ray.remote(num_cpus=1)(decode_item)
-        spec = extractor.decode_spec()
-        return worker.encode_unit.remote([decode.remote(it, spec) for it in unit.items])
+        decode = ray.remote(num_cpus=1, max_retries=0)(decode_unit_task)
+        decoded = decode.remote(unit, extractor.decode_spec(), extractor.decoder,
+                                self.decode_timeout_s)
+        return worker.encode_unit.remote(decoded)
 
     def _schedule(self, ray, workers: list, units: list[ShardUnit], extractor):
         """Keep every worker busy (a GPU worker with its next unit decoding ahead); yield
         ``(unit, results)`` as units finish; redo a unit whose worker died."""
         pending = deque(units)
         in_flight: dict = {}  # object ref -> (worker slot, worker, unit)
-        per_worker = 2 if self.gpus else 1
+        per_worker = 2 if self.split else 1
         load = [0] * len(workers)
         attempts: dict[int, int] = {}
 
