@@ -15,7 +15,7 @@ class RunConfig:
     """Training settings, stored in every checkpoint. ``model``: a config name or JSON path."""
 
     model: str = "mvpt"
-    epochs: int = 30
+    epochs: int = 60
     # Global batch, all processes together. None: the paper's 2048, or an eighth of the training
     # set (at least 16) when that is smaller, so a small store still gets ~8 steps an epoch.
     batch_size: int | None = None
@@ -27,14 +27,19 @@ class RunConfig:
     # per batch in [min_clips, max_clips], shared by all its tracks; "fixed" is always max_clips;
     # "per-track" (before issue 10; for runs started then) draws one per track: a length cue.
     window_policy: str = "per-batch"
-    # Windows of each track in a batch (shared policies): 2 puts two windows of a track, at least
-    # a third of their length apart, into the batch when its tracks leave room (see
-    # ``epoch_plan``); each is then a negative of the other's pair, a contrast only the timing
-    # inside the window can resolve. 1: one window per track (runs started before the setting).
-    windows_per_track: int = 2
+    # Windows of each track in a batch: 2 puts two windows of a track, at least a third of their
+    # length apart, into the batch when its tracks leave room (see ``train.paired_plan``); each
+    # is then a negative of the other's pair, a contrast only the timing inside the window can
+    # resolve. 1: one window per track (runs started before the setting). None: 2 with a shared
+    # window length, 1 with "per-track" (whose lengths differ inside a batch).
+    windows_per_track: int | None = None
     chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
     precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
     seed: int = 0
+
+    def __post_init__(self):
+        if self.windows_per_track is None:
+            self.windows_per_track = 1 if self.window_policy == "per-track" else 2
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "min_clips"):

@@ -55,11 +55,11 @@ def add_parser(sub) -> None:
                    "per track, the sampler before issue 10, for resuming runs started with it "
                    "(default %(default)s)")
     p.add_argument("--windows-per-track", type=int, choices=(1, 2),
-                   default=DEFAULTS.windows_per_track,
+                   default=None,
                    help="2: two windows of each track in a batch, at least a third of their "
                    "length apart, when its tracks leave room, each a negative of the other's "
                    "pair (timing inside the window tells them apart); 1: one window per track "
-                   "(default %(default)s)")
+                   "(default: 2, or 1 with --window-policy per-track)")
     p.add_argument("--in-memory", action="store_true",
                    help="copy the train and val splits into memory first instead of reading "
                    "each batch from the store's memory-mapped shards (same results)")
