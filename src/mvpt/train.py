@@ -1,8 +1,9 @@
 """Train a model of :mod:`mvpt.models` on a feature store: ``mvpt train STORE --out RUN``.
 
 A track (a video with its soundtrack) is one example. Each epoch draws, with a generator seeded by
-(seed, epoch), the track order and one time-aligned window per track for both modalities, at a
-random position in the track. Window lengths follow ``window_policy``:
+(seed, epoch), the track order and time-aligned windows for both modalities, at random positions
+in the track (one or two per track and batch: ``windows_per_track`` below). Window lengths follow
+``window_policy``:
 
 * ``per-batch`` (default): one length per batch, uniform between ``min_clips`` (10) and K
   (``max_clips`` of the model, 30) clips, shared by every track of the batch;
