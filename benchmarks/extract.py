@@ -47,7 +47,8 @@ from mvpt.extract import Extractor, extract  # noqa: E402
 def cpu_s() -> float:
     """CPU seconds used so far by this process (all its threads) and its children that ended
     (the decode workers, once their pool has shut down)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -360,7 +361,8 @@ def report(figures: dict, *, n_files: int) -> None:
             ("  audio alone", "decode_audio_x"),
             ("  frames alone, every frame decoded (no skipping)", "decode_frames_noskip_x"),
             ("  frames alone, unreturned non-ref frames skipped (default)", "decode_frames_skip_x"),
-            ("  frames of a B-frame copy (first 60 s), every frame decoded", "decode_frames_bframes_noskip_x"),
+            ("  frames of a B-frame copy (first 60 s), every frame decoded",
+             "decode_frames_bframes_noskip_x"),
             ("  frames of a B-frame copy (first 60 s), non-ref frames skipped",
              "decode_frames_bframes_skip_x"),
             ("frame encoder alone, PyTorch", "frame_encoder_torch_x"),

@@ -320,7 +320,6 @@ def test_efficientnet_rebuilds_a_truncated_onnx_file(tmp_path, monkeypatch):
 
 def _tiny_onnx(factor: float) -> bytes:
     """A one-node model: y = x * factor, float32 [n]."""
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(

@@ -1,4 +1,4 @@
-"""The frame reader leaves unreturned non-reference frames undecoded, and returns the same frames."""
+"""The frame reader leaves unreturned non-reference frames undecoded and returns the same frames."""
 
 from __future__ import annotations
 

@@ -544,13 +544,15 @@ def _shown_pts(path, sorted_times_s: np.ndarray, limits: DecodeLimits) -> set[in
                 return None
             reordered = reordered or (bool(stamps) and packet.pts < stamps[-1])
             stamps.append(packet.pts)
-            if packet.dts is not None and float(packet.dts * video.time_base) - origin_s > last_s + 1:
+            dts_s = None if packet.dts is None else float(packet.dts * video.time_base) - origin_s
+            if dts_s is not None and dts_s > last_s + 1:
                 break  # pts >= dts, and dts only grows: no later packet is shown by then
         if not reordered:
             return None
         pts = np.unique(np.array(stamps, dtype=np.int64))
         starts_s = np.array([float(p * video.time_base) for p in pts]) - origin_s
-    after_s = starts_s - _FRAME_TIME_TOLERANCE_S  # as _shown_frames: frame k comes after t when t < after_s[k]
+    # As in _shown_frames: frame k comes after time t when t < after_s[k].
+    after_s = starts_s - _FRAME_TIME_TOLERANCE_S
     needed: set[int] = set()
     for margin_s in (-1e-6, 0.0, 1e-6):
         shown = np.searchsorted(after_s, sorted_times_s + margin_s, side="right") - 1
