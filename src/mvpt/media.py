@@ -107,7 +107,8 @@ _process_limits = DEFAULT_LIMITS
 
 SKIP_UNSHOWN_NONREF = True
 """The frame reader leaves undecoded the non-reference frames (most B-frames) it does not return:
-the frames returned are the same, decoded for about a third less CPU on a usual x264 encode."""
+the frames returned are the same. On a usual x264 encode (a third of the frames non-reference) the
+video decoder took 33 % less CPU, the frame reader as a whole 10 % (README "Extraction")."""
 
 VIDEO_THREAD_TYPES = ("AUTO", "FRAME", "SLICE", "NONE")
 DEFAULT_VIDEO_THREAD_TYPE = "AUTO"
