@@ -1,15 +1,24 @@
-"""Extraction throughput on realistic media, in media seconds per wall second.
+"""Extraction throughput on realistic media, in media seconds per wall second, lever by lever.
 
 Measures, on one long 640x360 30 fps video with textured, moving content (the Creative Commons
 animation of Debian's openboard-common, looped to 12 minutes and cached; or --media FILE):
-decode only (frames at 1 per clip + audio), each encoder alone on the decoded data, and the whole
-extraction (decode in another process overlapping the encoders, and in-process for reference);
-plus the frame encoder's achieved FLOP/s beside a plain matmul FLOP/s measured in the same run.
+decode only (frames at 1 per clip + audio; with FFmpeg's default threading and single-threaded),
+how many frames are non-reference and the frame reader with and without skipping the unreturned
+ones (on this video, and on its first minute re-encoded with the B-frames x264 chooses), each
+encoder alone on the
+decoded data (the frame encoder on PyTorch and on onnxruntime, and their features compared on
+these real frames), and the whole extraction once per lever: the PyTorch frame encoder (before),
+the onnxruntime one, single-threaded decoding, spinning onnxruntime threads, decoding in-process
+instead of in another process (no overlap); plus the frame encoder's achieved FLOP/s beside a
+plain matmul FLOP/s measured in the same run. With --int8, an int8 build of the frame encoder
+(onnxruntime static quantization, calibrated on other frames of the same video) is timed and its
+features compared with float32 on the same frames.
 With --ray, the whole extraction also runs on the Ray engine (a private Ray instance with one
 worker per CPU core, started before the clock; the workers' encoder loads are timed), beside the
 local engine on the same files.
 
     python benchmarks/extract.py [--media FILE] [--minutes 12] [--piece-seconds 180] [--ray]
+                                 [--int8] [--repeat N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -17,24 +26,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import matmul_flops, realistic_video  # noqa: E402
+from common import CACHE, matmul_flops, realistic_video  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 from mvpt import media  # noqa: E402
+from mvpt.encoders import onnx_cache  # noqa: E402
 from mvpt.clips import ClipConfig, clip_bounds, frame_times  # noqa: E402
 from mvpt.encoders import get_encoder  # noqa: E402
 from mvpt.extract import Extractor, extract  # noqa: E402
 
 
+def cpu_s() -> float:
+    """CPU seconds used so far by this process (all its threads) and its children that ended
+    (the decode workers, once their pool has shut down)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    """(fn(), wall seconds, CPU seconds)."""
+    t0, c0 = time.perf_counter(), cpu_s()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, cpu_s() - c0
+
+
+def record(figures: dict, key: str, media_s: float, wall_s: float, cpu_s_: float) -> None:
+    """Media seconds per wall second and per CPU second of one stage."""
+    figures[f"{key}_x"] = media_s / wall_s
+    figures[f"{key}_cpu_x"] = media_s / cpu_s_
 
 
 def split_library(path: Path, *, piece_s: float) -> list[Path]:
@@ -91,8 +119,8 @@ def ray_extraction(library: list[Path], lib_s: float, extractor: Extractor) -> d
     try:
         engine = RayEngine()
         with tempfile.TemporaryDirectory() as tmp:
-            _, t_all = timed(lambda: extract(library, Path(tmp) / "store", extractor=extractor,
-                                             shard_size=1, engine=engine, progress=False))
+            _, t_all, _ = timed(lambda: extract(library, Path(tmp) / "store", extractor=extractor,
+                                                shard_size=1, engine=engine, progress=False))
     finally:
         ray.shutdown()
     # Like the local engine's (built before its clock), the workers' encoder loads are left out
@@ -103,6 +131,140 @@ def ray_extraction(library: list[Path], lib_s: float, extractor: Extractor) -> d
             "whole_extraction_x_ray_with_worker_start": lib_s / t_all}
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def nonref_share(path: Path, *, seconds: float = 60.0) -> tuple[int, int]:
+    """(frames decoded with non-reference frames skipped, frames in all) over the first
+    ``seconds``: what FFmpeg's skip_frame=NONREF can leave undecoded."""
+    import av
+
+    counts = []
+    for skip in ("DEFAULT", "NONREF"):
+        n = 0
+        with av.open(str(path)) as container:
+            video = container.streams.video[0]
+            video.codec_context.skip_frame = skip
+            for frame in container.decode(video):
+                if frame.time >= seconds:
+                    break
+                n += 1
+        counts.append(n)
+    return counts[1], counts[0]
+
+
+def bframes_copy(path: Path, *, seconds: float = 60.0) -> Path:
+    """The first ``seconds`` of ``path``'s video re-encoded as x264 encodes by default, with the
+    B-frames it chooses (the benchmark video has none: it is made from decoded frames, which
+    carry their picture type, P, into the encoder), cached."""
+    import av
+
+    target = CACHE / f"{path.stem}_bframes_{seconds:g}s.mp4"
+    if target.exists():
+        return target
+    tmp = target.with_suffix(".part.mp4")
+    with av.open(str(path)) as src, av.open(str(tmp), "w") as out:
+        vin = src.streams.video[0]
+        stream = out.add_stream("libx264", rate=vin.average_rate,
+                                options={"preset": "veryfast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = vin.width, vin.height, "yuv420p"
+        for k, frame in enumerate(src.decode(vin)):
+            if frame.time >= seconds:
+                break
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.time_base = k, 1 / vin.average_rate
+            frame.pict_type = av.video.frame.PictureType.NONE  # let x264 choose
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    tmp.rename(target)
+    return target
+
+
+def skipping_lever(path: Path, figures: dict) -> None:
+    """Frames at clip middles decoded with unreturned non-reference frames skipped and without,
+    on ``path`` (the benchmark video) and on its first minute with B-frames."""
+    for name, video in (("", path), ("_bframes", bframes_copy(path))):
+        video_s = media.probe(video).duration_s
+        times = frame_times(clip_bounds(video_s, ClipConfig().clip_s))
+        for skip in (True, False):
+            media.SKIP_UNSHOWN_NONREF = skip
+            _, *t = timed(lambda: media.read_frames(video, times, size=(224, 224)))
+            record(figures, f"decode_frames{name}_{'skip' if skip else 'noskip'}", video_s, *t)
+        media.SKIP_UNSHOWN_NONREF = True
+    figures["bframes_nonref_decoded"], figures["bframes_nonref_total"] = nonref_share(
+        bframes_copy(path))
+
+
+def int8_lever(encoder, frames: np.ndarray, calibration: np.ndarray) -> dict:
+    """The float32 ONNX export of ``encoder`` quantised to int8 (QDQ, per-channel weights, reduced
+    range for AVX2, stem and head left in float32: the best of the settings tried), timed and
+    compared with float32 on ``frames``."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Frames(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"frames": calibration[i:i + 8]}
+                                 for i in range(0, len(calibration), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(encoder.onnx_path), str(pre))
+        convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
+        quantize_static(str(pre), str(out), Frames(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=[convs[0], convs[-1]])
+        session = onnx_cache.cpu_session(out, threads=encoder.threads)
+    session.run(None, {"frames": frames[:8]})
+
+    def encode():
+        return np.concatenate([session.run(None, {"frames": frames[i:i + 32]})[0]
+                               for i in range(0, len(frames), 32)])
+
+    int8, t, _ = timed(encode)
+    cos = cosines(int8, encoder.encode_frames(frames))
+    return {"int8_frames_per_s": len(frames) / t, "int8_min_cosine": float(cos.min()),
+            "int8_mean_cosine": float(cos.mean())}
+
+
+def whole_extraction(library: list[Path], extractor: Extractor, *, workers: int,
+                     decode_threads: str | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the whole extraction of ``library`` into a new store."""
+    os.environ.pop("MVPT_DECODE_THREADS", None)
+    if decode_threads:
+        os.environ["MVPT_DECODE_THREADS"] = decode_threads
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _, wall, cpu = timed(lambda: extract(library, Path(tmp) / "store",
+                                                 extractor=extractor, decode_workers=workers,
+                                                 shard_size=1, progress=False))
+    finally:
+        os.environ.pop("MVPT_DECODE_THREADS", None)
+    return wall, cpu
+
+
+#: The whole extraction's levers, one at a time: (key, label, frame encoder backend,
+#: decode workers, MVPT_DECODE_THREADS, onnxruntime threads spin).
+LEVERS = (
+    ("before", "PyTorch frame encoder, decoding in another process (before)", "torch", 1, None,
+     False),
+    ("ort", "onnxruntime frame encoder", "onnxruntime", 1, None, False),
+    ("decode_1_thread", "PyTorch frame encoder, single-threaded decoding", "torch", 1, "NONE",
+     False),
+    ("ort_decode_1_thread", "onnxruntime + single-threaded decoding", "onnxruntime", 1, "NONE",
+     False),
+    ("ort_spinning", "onnxruntime with spinning threads", "onnxruntime", 1, None, True),
+    ("ort_in_process", "onnxruntime, decoding in-process (no overlap)", "onnxruntime", 0, None,
+     False),
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--media", type=Path, help="a long video to use instead of the Debian one")
@@ -110,75 +272,133 @@ def main() -> None:
     ap.add_argument("--piece-seconds", type=float, default=180.0,
                     help="length of the files of the whole extraction (default 180)")
     ap.add_argument("--ray", action="store_true", help="also time the Ray engine")
+    ap.add_argument("--int8", action="store_true", help="also time an int8 frame encoder")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of the whole extraction's levers; each lever's fastest counts")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
     path = args.media or realistic_video(minutes=args.minutes)
     info = media.probe(path)
     dur = info.duration_s
     print(f"media: {path} ({dur:.0f} s, {info.width}x{info.height}, {info.fps:.1f} fps), "
-          f"{os.cpu_count()} CPU cores")
-    video_enc, audio_enc = get_encoder("efficientnet-lite0"), get_encoder("yamnet")
+          f"{os.cpu_count()} CPU cores, load average before: {os.getloadavg()[0]:.1f}")
+    video_encs = {b: get_encoder("efficientnet-lite0", backend=b) for b in ("torch", "onnxruntime")}
+    audio_enc = get_encoder("yamnet")
     bounds = clip_bounds(dur, ClipConfig().clip_s)
-    figures = {"media_s": dur}
+    times = frame_times(bounds)
+    figures = {"media_s": dur, "cpu_cores": os.cpu_count()}
 
-    frames, t_frames = timed(lambda: media.read_frames(path, frame_times(bounds), size=(224, 224)))
-    wave, t_audio = timed(lambda: media.read_audio(path, sample_rate_hz=16000,
-                                                   end_s=float(bounds[-1, 1])))
-    figures["decode_frames_x"] = dur / t_frames
-    figures["decode_audio_x"] = dur / t_audio
-    figures["decode_only_x"] = dur / (t_frames + t_audio)
+    frames, *t_frames = timed(lambda: media.read_frames(path, times, size=(224, 224)))
+    os.environ["MVPT_DECODE_THREADS"] = "NONE"
+    _, *t_frames_1 = timed(lambda: media.read_frames(path, times, size=(224, 224)))
+    os.environ.pop("MVPT_DECODE_THREADS")
+    wave, *t_audio = timed(lambda: media.read_audio(path, sample_rate_hz=16000,
+                                                    end_s=float(bounds[-1, 1])))
+    record(figures, "decode_frames", dur, *t_frames)
+    record(figures, "decode_frames_1_thread", dur, *t_frames_1)
+    record(figures, "decode_audio", dur, *t_audio)
+    record(figures, "decode_only", dur, *np.add(t_frames, t_audio))
+    record(figures, "decode_only_1_thread", dur, *np.add(t_frames_1, t_audio))
+    figures["nonref_decoded"], figures["nonref_total"] = nonref_share(path)
+    skipping_lever(path, figures)
 
-    _, t_venc = timed(lambda: video_enc.encode_frames(frames))
-    _, t_aenc = timed(lambda: audio_enc.encode_clips(wave, bounds))
-    figures["frame_encoder_x"] = dur / t_venc
-    figures["audio_encoder_x"] = dur / t_aenc
-    figures["frame_encoder_frames_per_s"] = len(frames) / t_venc
-    achieved = video_enc.flops_per_frame() * len(frames) / t_venc
-    reference = matmul_flops()
-    figures["frame_encoder_gflops"] = achieved / 1e9
-    figures["matmul_gflops"] = reference / 1e9
-    figures["frame_encoder_vs_matmul"] = achieved / reference
+    for backend, enc in video_encs.items():
+        features, *t_venc = timed(lambda: enc.encode_frames(frames))
+        record(figures, f"frame_encoder_{backend}", dur, *t_venc)
+        figures[f"frame_encoder_{backend}_frames_per_s"] = len(frames) / t_venc[0]
+        figures[f"frame_encoder_{backend}_gflops"] = (enc.flops_per_frame() * len(frames)
+                                                      / t_venc[0] / 1e9)
+        if backend == "torch":
+            reference = features
+    cos = cosines(features, reference)
+    figures["ort_vs_torch_max_abs"] = float(np.abs(features - reference).max())
+    figures["ort_vs_torch_min_cosine"] = float(cos.min())
+    _, *t_aenc = timed(lambda: audio_enc.encode_clips(wave, bounds))
+    record(figures, "audio_encoder", dur, *t_aenc)
+    figures["matmul_gflops"] = matmul_flops() / 1e9
+    if args.int8:
+        calibration = media.read_frames(path, times[3::11][:64] + 0.25, size=(224, 224))
+        figures.update(int8_lever(video_encs["onnxruntime"], frames[:256], calibration))
 
     # The whole extraction runs over a library of music-video-length files (the same minutes cut
     # into 3-minute files), so that decoding one file overlaps encoding the previous one. One
     # file per shard, so that the Ray engine has a unit per file to spread.
-    extractor = Extractor(video_encoder=video_enc, audio_encoder=audio_enc)
     library = split_library(path, piece_s=args.piece_seconds)
     lib_s = sum(media.probe(p).duration_s for p in library)
-    for workers in (1, 0):
-        with tempfile.TemporaryDirectory() as tmp:
-            _, t_all = timed(lambda: extract(library, Path(tmp) / "store", extractor=extractor,
-                                             decode_workers=workers, shard_size=1,
-                                             progress=False))
-        figures[f"whole_extraction_x_decode_workers_{workers}"] = lib_s / t_all
-        figures[f"whole_extraction_s_decode_workers_{workers}"] = t_all
+    extractors = {b: Extractor(video_encoder=e, audio_encoder=audio_enc)
+                  for b, e in video_encs.items()}
+    onnx_cache.ALLOW_SPINNING = True  # a session made now spins
+    extractors["spinning"] = Extractor(video_encoder=get_encoder("efficientnet-lite0"),
+                                       audio_encoder=audio_enc)
+    onnx_cache.ALLOW_SPINNING = False
+    for _ in range(args.repeat):  # the levers in turn, each round; the fastest round counts
+        for key, _, backend, workers, threads, spinning in LEVERS:
+            extractor = extractors["spinning" if spinning else backend]
+            wall, cpu = whole_extraction(library, extractor, workers=workers,
+                                         decode_threads=threads)
+            if lib_s / wall > figures.get(f"whole_{key}_x", 0.0):
+                record(figures, f"whole_{key}", lib_s, wall, cpu)
     if args.ray:
-        figures.update(ray_extraction(library, lib_s, extractor))
-        figures["ray_vs_local"] = (figures["whole_extraction_x_ray"]
-                                   / figures["whole_extraction_x_decode_workers_1"])
+        figures.update(ray_extraction(library, lib_s, extractors["onnxruntime"]))
+        figures["ray_vs_local"] = figures["whole_extraction_x_ray"] / figures["whole_ort_x"]
+    figures["load_average_after"] = os.getloadavg()[0]
+    # The default configuration under the names benchmarks/run_all.py reads.
+    figures["whole_extraction_x_decode_workers_1"] = figures["whole_ort_x"]
+    figures["whole_extraction_x_decode_workers_0"] = figures["whole_ort_in_process_x"]
+    figures["frame_encoder_gflops"] = figures["frame_encoder_onnxruntime_gflops"]
+    figures["frame_encoder_vs_matmul"] = figures["frame_encoder_gflops"] / figures["matmul_gflops"]
+    report(figures, n_files=len(library))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
-    print(f"{'stage':44s} {'media s / wall s':>16s}")
-    for key in ("decode_frames_x", "decode_audio_x", "decode_only_x", "frame_encoder_x",
-                "audio_encoder_x", "whole_extraction_x_decode_workers_1",
-                "whole_extraction_x_decode_workers_0", "whole_extraction_x_ray"):
+
+def report(figures: dict, *, n_files: int) -> None:
+    print(f"{'stage':68s} {'media s / wall s':>16s} {'media s / CPU s':>16s}")
+    rows = [("decode only, frames + audio (FFmpeg's threads)", "decode_only_x"),
+            ("decode only, frames + audio (single-threaded video)", "decode_only_1_thread_x"),
+            ("  frames alone (FFmpeg's threads)", "decode_frames_x"),
+            ("  frames alone (single-threaded)", "decode_frames_1_thread_x"),
+            ("  audio alone", "decode_audio_x"),
+            ("  frames alone, every frame decoded (no skipping)", "decode_frames_noskip_x"),
+            ("  frames alone, unreturned non-ref frames skipped (default)", "decode_frames_skip_x"),
+            ("  frames of a B-frame copy (first 60 s), every frame decoded",
+             "decode_frames_bframes_noskip_x"),
+            ("  frames of a B-frame copy (first 60 s), non-ref frames skipped",
+             "decode_frames_bframes_skip_x"),
+            ("frame encoder alone, PyTorch", "frame_encoder_torch_x"),
+            ("frame encoder alone, onnxruntime", "frame_encoder_onnxruntime_x"),
+            ("audio encoder alone (YAMNet)", "audio_encoder_x")]
+    rows += [(f"whole: {label}", f"whole_{key}_x") for key, label, *_ in LEVERS]
+    rows += [("whole: Ray engine, onnxruntime", "whole_extraction_x_ray")]
+    for label, key in rows:
         if key in figures:
-            print(f"{key:44s} {figures[key]:16.1f}")
-    if args.ray:
+            cpu = figures.get(key.replace("_x", "_cpu_x"))
+            print(f"{label:68s} {figures[key]:16.1f} " + (f"{cpu:16.1f}" if cpu else ""))
+    print(f"frame encoder: PyTorch {figures['frame_encoder_torch_frames_per_s']:.1f} frames/s "
+          f"({figures['frame_encoder_torch_gflops']:.1f} GFLOP/s), onnxruntime "
+          f"{figures['frame_encoder_onnxruntime_frames_per_s']:.1f} frames/s "
+          f"({figures['frame_encoder_onnxruntime_gflops']:.1f} GFLOP/s); plain matmul "
+          f"{figures['matmul_gflops']:.1f} GFLOP/s")
+    print(f"onnxruntime vs PyTorch features on {int(figures['media_s'])} real frames: max abs "
+          f"difference {figures['ort_vs_torch_max_abs']:.2g}, min cosine "
+          f"{figures['ort_vs_torch_min_cosine']:.7f}")
+    print(f"non-reference frames in the first 60 s: "
+          f"{figures['nonref_total'] - figures['nonref_decoded']} of {figures['nonref_total']} "
+          f"(what skip_frame=NONREF can leave undecoded); in the B-frame copy: "
+          f"{figures['bframes_nonref_total'] - figures['bframes_nonref_decoded']} of "
+          f"{figures['bframes_nonref_total']}")
+    if "int8_frames_per_s" in figures:
+        print(f"int8 frame encoder: {figures['int8_frames_per_s']:.1f} frames/s, cosine to float32 "
+              f"min {figures['int8_min_cosine']:.3f}, mean {figures['int8_mean_cosine']:.3f}")
+    if "ray_vs_local" in figures:
         print(f"Ray engine ({figures['ray_workers']} workers; Ray started in "
               f"{figures['ray_start_s']:.1f} s and the workers' encoders loaded in "
               f"{figures['ray_workers_start_s']:.1f} s, both outside the throughput): "
               f"{100 * figures['ray_vs_local']:.0f} % of the local engine's throughput on the same "
-              f"{len(library)} files ({figures['whole_extraction_x_ray_with_worker_start']:.1f} "
+              f"{n_files} files ({figures['whole_extraction_x_ray_with_worker_start']:.1f} "
               f"media s / wall s counting the workers' start)")
-    print(f"frame encoder: {figures['frame_encoder_frames_per_s']:.1f} frames/s, "
-          f"{figures['frame_encoder_gflops']:.1f} GFLOP/s achieved vs plain matmul "
-          f"{figures['matmul_gflops']:.1f} GFLOP/s (ratio {figures['frame_encoder_vs_matmul']:.2f})")
-    shares = {"decode": t_frames + t_audio, "frame encoder": t_venc, "audio encoder": t_aenc}
-    total = sum(shares.values())
-    print("share of sequential time: " + ", ".join(f"{k} {100 * v / total:.0f}%"
-                                                    for k, v in shares.items()))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"load average after: {figures['load_average_after']:.1f} on {figures['cpu_cores']} "
+          "cores (other jobs share the machine)")
 
 
 if __name__ == "__main__":

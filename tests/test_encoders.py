@@ -237,14 +237,15 @@ def test_yamnet_separates_different_sounds(yamnet):
 # --- EfficientNet-Lite0 ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def efficientnet():
-    return get_encoder("efficientnet-lite0", batch_size=2)
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def efficientnet(request):
+    return get_encoder("efficientnet-lite0", batch_size=2, backend=request.param)
 
 
 @pytest.mark.slow
 def test_efficientnet_matches_the_unmodified_network(efficientnet):
-    """Folded batch norms, conv padding and in-place ReLU6 must not change the features."""
+    """Folded batch norms, conv padding and in-place ReLU6, and the ONNX export that runs on
+    onnxruntime, must not change the features."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -276,6 +277,138 @@ def test_efficientnet_rejects_wrong_frames(efficientnet):
         efficientnet.encode_frames(np.zeros((1, 200, 224, 3), np.uint8))
     with pytest.raises(EncoderError, match="uint8"):
         efficientnet.encode_frames(np.zeros((1, 224, 224, 3), np.float32))
+
+
+def test_efficientnet_backends_share_an_identity_only_with_the_same_features():
+    """A store records the encoder's (name, version, dim) and refuses others: two runtimes may
+    share it only when their features agree to float rounding (the onnxruntime export and
+    PyTorch do); any runtime whose features differ must record another identity."""
+    from mvpt.encoders.efficientnet import BACKENDS
+    from mvpt.store import compat_problem
+
+    frames = np.stack([*_images().values(), *(_perturbed(i) for i in _images().values())])
+    encoders = {b: get_encoder("efficientnet-lite0", backend=b) for b in BACKENDS}
+    reference = encoders["torch"].encode_frames(frames)
+    for backend, encoder in encoders.items():
+        features = encoder.encode_frames(frames)
+        same_features = np.allclose(features, reference, rtol=1e-3, atol=1e-4)
+        same_identity = compat_problem({"encoders": {"video": encoder.manifest()}},
+                                       {"encoders": {"video": encoders["torch"].manifest()}}) is None
+        assert same_identity == same_features, backend
+        assert encoder.manifest()["runtime"].startswith(f"{backend}-")
+    assert same_features and np.abs(features - reference).max() < 1e-4  # both backends agree
+
+
+def test_efficientnet_rejects_an_unknown_backend():
+    with pytest.raises(EncoderError, match="backend must be one of"):
+        get_encoder("efficientnet-lite0", backend="tensorrt")
+
+
+def test_efficientnet_rebuilds_a_truncated_onnx_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MVPT_CACHE_DIR", str(tmp_path))
+    frames = np.stack(list(_images().values()))
+    first = get_encoder("efficientnet-lite0")
+    expected, size = first.encode_frames(frames), first.onnx_path.stat().st_size
+    first.onnx_path.write_bytes(first.onnx_path.read_bytes()[: size // 2])
+    again = get_encoder("efficientnet-lite0")
+    assert again.onnx_path == first.onnx_path and again.onnx_path.stat().st_size == size
+    np.testing.assert_array_equal(again.encode_frames(frames), expected)
+
+
+# --- the ONNX cache ----------------------------------------------------------------------------
+
+
+def _tiny_onnx(factor: float) -> bytes:
+    """A one-node model: y = x * factor, float32 [n]."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [factor])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+class _Exports:
+    """An export function that counts its calls."""
+
+    def __init__(self, factor: float = 3.0):
+        self.calls, self.factor = 0, factor
+
+    def __call__(self) -> bytes:
+        self.calls += 1
+        return _tiny_onnx(self.factor)
+
+
+def _times_three(session) -> bool:
+    x = np.array([1.0, 2.0], np.float32)
+    return np.array_equal(session.run(None, {"x": x})[0], 3 * x)
+
+
+def test_onnx_cache_exports_once(tmp_path):
+    from mvpt.encoders.onnx_cache import cached_session
+
+    export = _Exports()
+    for _ in range(2):
+        session, path = cached_session("tiny", {"v": 1}, export, threads=1, folder=tmp_path)
+        assert _times_three(session)
+    assert export.calls == 1 and path.is_file() and path.parent == tmp_path
+    _, other = cached_session("tiny", {"v": 2}, export, threads=1, folder=tmp_path)
+    assert other != path and export.calls == 2  # another key, another file
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another model", "no sidecar",
+                                    "missing"])
+def test_onnx_cache_exports_again_when_the_file_is_damaged(tmp_path, damage):
+    from mvpt.encoders.onnx_cache import cached_session
+
+    export = _Exports()
+    _, path = cached_session("tiny", {"v": 1}, export, threads=1, folder=tmp_path)
+    sidecar = path.with_name(path.name + ".sha256")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:20])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00not onnx at all" * 10)
+    elif damage == "another model":  # loads fine, but is not what was exported
+        path.write_bytes(_tiny_onnx(5.0))
+    elif damage == "no sidecar":
+        sidecar.unlink()
+    else:
+        path.unlink()
+    session, again = cached_session("tiny", {"v": 1}, export, threads=1, folder=tmp_path)
+    assert again == path and export.calls == 2 and _times_three(session)
+    assert path.read_bytes() == _tiny_onnx(3.0)
+
+
+def test_onnx_cache_in_an_unwritable_folder_warns_and_works(tmp_path):
+    from mvpt.encoders.onnx_cache import cached_session
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="cannot write the ONNX cache"):
+        session, _ = cached_session("tiny", {"v": 1}, _Exports(), threads=1,
+                                    folder=blocker / "cache")
+    assert _times_three(session)
+
+
+def test_onnx_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    from mvpt.encoders.onnx_cache import cache_dir
+
+    monkeypatch.delenv("MVPT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "mvpt"
+    monkeypatch.setenv("MVPT_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+
+
+def test_an_export_that_refuses_to_load_is_one_clear_error(tmp_path):
+    from mvpt.encoders.onnx_cache import cached_session
+
+    with pytest.raises(EncoderError, match=r"tiny-.*\.onnx: onnxruntime cannot load the fresh"):
+        cached_session("tiny", {"v": 1}, lambda: b"garbage", threads=1, folder=tmp_path)
 
 
 # --- CLIP and CLAP on tiny random checkpoints --------------------------------------------------

@@ -198,6 +198,22 @@ def test_read_frames_variable_frame_rate_uses_timestamps(cases):
     assert [frame_index_from_image(frame) for frame in frames] == expected
 
 
+@pytest.mark.parametrize("thread_type", ["AUTO", "FRAME", "SLICE", "NONE", "none"])
+def test_decoder_threading_leaves_the_frames_alone(cases, monkeypatch, thread_type):
+    """MVPT_DECODE_THREADS only changes how FFmpeg spreads the work: the same frames come out."""
+    path = cases["variable_fps"].path
+    times = np.linspace(0.0, 2.9, 23)
+    expected = read_frames(path, times, size=(16, 16))
+    monkeypatch.setenv("MVPT_DECODE_THREADS", thread_type)
+    np.testing.assert_array_equal(read_frames(path, times, size=(16, 16)), expected)
+
+
+def test_an_unknown_decoder_threading_is_a_usage_error(clip, monkeypatch):
+    monkeypatch.setenv("MVPT_DECODE_THREADS", "MANY")
+    with pytest.raises(UsageError, match="MVPT_DECODE_THREADS must be one of"):
+        read_frames(clip, [0.0])
+
+
 def test_a_time_before_the_first_frame_gets_the_first_frame(tmp_path):
     late = lambda k, t, size: default_frame(k + 7, t, size)  # noqa: E731 - frame 0 shows level 7
     path = write_video(tmp_path / "late.mkv", content=late, duration_s=1.0)
