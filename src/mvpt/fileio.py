@@ -18,6 +18,7 @@ released by the kernel when its holder dies, so a killed run never leaves a stal
 from __future__ import annotations
 
 import errno
+import hashlib
 import fcntl
 import json
 import os
@@ -128,3 +129,12 @@ def _holder(fd: int) -> str:
     """The pid written in a held lock file (``unknown`` while its holder has not written it)."""
     text = os.pread(fd, 32, 0).decode(errors="replace").strip()
     return text if text.isdigit() else "unknown"
+
+
+def sha256_of_file(path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,7 +17,6 @@ through its centred window of K clips (the test-time rule of the paper). A store
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mvpt.errors import ModelError, UsageError
+from mvpt.fileio import sha256_of_file
 from mvpt.models.checkpoint import (check_compatible, checkpoint_path, model_from_checkpoint,
                                     read_checkpoint)
 from mvpt.models.mvpt import JointEmbedder, ModelConfig
@@ -179,11 +179,7 @@ def file_sha256(path) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of_file(path)
 
 
 def embedder_for(run, store, *, which: str = "best", embed_fn=None,

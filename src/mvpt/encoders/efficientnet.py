@@ -40,7 +40,8 @@ from mvpt.encoders.base import (
     denormals_flushed,
     set_torch_threads,
 )
-from mvpt.encoders.onnx_cache import cached_session, file_sha256
+from mvpt.encoders.onnx_cache import cached_session
+from mvpt.fileio import sha256_of_file
 from mvpt.errors import EncoderError
 
 NAME = "efficientnet-lite0"
@@ -275,7 +276,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
     def _onnx_session(self):
         from importlib.metadata import version
 
-        key = {"weights_sha256": file_sha256(self._weights_path), "torch": version("torch"),
+        key = {"weights_sha256": sha256_of_file(self._weights_path), "torch": version("torch"),
                "onnx": version("onnx"), "export_revision": _EXPORT_REVISION}
         return cached_session(NAME, key, lambda: _export_onnx(self._model()), threads=self.threads)
 

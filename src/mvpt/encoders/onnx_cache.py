@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mvpt.errors import EncoderError
-from mvpt.fileio import atomic_write_bytes, atomic_write_text
+from mvpt.fileio import atomic_write_bytes, atomic_write_text, sha256_of_file
 
 ALLOW_SPINNING = False
 """Whether onnxruntime's idle threads spin; off, so that they leave the cores to a decoder running
@@ -34,14 +34,6 @@ def cache_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "mvpt"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_file(name: str, key: dict, folder: Path | None = None) -> Path:
