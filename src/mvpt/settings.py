@@ -16,8 +16,9 @@ class RunConfig:
 
     model: str = "mvpt"
     epochs: int = 60
-    # Global batch, all processes together. None: the paper's 2048, or an eighth of the training
-    # set (at least 16) when that is smaller, so a small store still gets ~8 steps an epoch.
+    # Global batch in windows, all processes together (two windows per track: half as many
+    # tracks). None: the paper's 2048, or an eighth of the training set (at least 16) when that
+    # is smaller, so a small store still gets ~8 steps an epoch.
     batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.01

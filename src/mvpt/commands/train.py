@@ -32,9 +32,10 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs,
                    help="epochs (default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="global batch in tracks, all processes together; each track is a "
-                   "negative for every other (default: the paper's 2048, or an eighth of a "
-                   "smaller training set, at least 16; clamped to the training set)")
+                   help="global batch in windows, all processes together (with two windows "
+                   "per track, half as many tracks); each window is a negative for every other "
+                   "(default: the paper's 2048, or an eighth of a smaller training set, at "
+                   "least 16; clamped to the training set)")
     p.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
                    help="tracks per forward pass with gradients (cached embeddings, same loss "
                    "and gradient as one pass; default: the whole batch in one pass)")
