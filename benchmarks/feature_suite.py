@@ -194,6 +194,48 @@ def ensure_store(config: SuiteConfig, root) -> Path:
     return path
 
 
+def handmade_reference(path, *, chunks: int = 1, split: str = "test",
+                       segment_clips: int | None = None) -> float:
+    """Test R@1 (mean of both directions) of closed-form CCA on hand-made features: the means of
+    ``chunks`` consecutive equal parts of each window, concatenated (1: the plain mean, which
+    ignores order; more: keeps the order of the sections). Fitted on the train split.
+
+    ``segment_clips`` None: track level (one window per track, the whole track). Otherwise segment
+    level as ``mvpt eval`` cuts it (consecutive segments of that many clips, each ranked among every
+    segment of the split, its own track's included), fitted on the train tracks' windows of that
+    length at every clip."""
+    import torch
+
+    from mvpt.clips import segments, sliding_windows
+    from mvpt.eval import retrieval_metrics
+    from mvpt.models.baselines import LinearBaseline, LinearConfig
+
+    store = FeatureStore.open(path)
+
+    def features(part: str) -> dict[str, np.ndarray]:
+        loaded = store.load(split=part, arrays=("video", "audio"))
+        out: dict[str, list] = {"video": [], "audio": []}
+        for i in range(len(loaded)):
+            n = len(loaded.item(i, "video"))
+            windows = ([(0, n)] if segment_clips is None
+                       else sliding_windows(n, segment_clips, 1) if part == "train"
+                       else segments(n, segment_clips))
+            for m in out:
+                x = np.asarray(loaded.item(i, m), np.float64)
+                out[m] += [np.concatenate([c.mean(0) for c in np.array_split(x[a:a + k], chunks)])
+                           for a, k in windows]
+        return {m: np.stack(v) for m, v in out.items()}
+
+    train, test = features("train"), features(split)
+    model = LinearBaseline(LinearConfig(d_joint=64), video_dim=train["video"].shape[1],
+                           audio_dim=train["audio"].shape[1]).fit(train["video"], train["audio"])
+    emb = {m: model.encode(m, torch.from_numpy(test[m])[:, None].float(),
+                           torch.ones(len(test[m]), 1, dtype=torch.bool)).numpy()
+           for m in ("video", "audio")}
+    metrics = retrieval_metrics(emb["video"], emb["audio"])
+    return float(np.mean([metrics["video_to_music_R@1"], metrics["music_to_video_R@1"]]))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="folder for the stores (one subfolder per configuration)")
@@ -205,30 +247,3 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def handmade_reference(path, *, chunks: int = 1, split: str = "test") -> float:
-    """Track-level R@1 (mean of both directions) of closed-form CCA on hand-made features: the
-    means of ``chunks`` consecutive equal parts of each track, concatenated (1: the plain mean,
-    which ignores order; 6 or more: keeps the order of the sections). Fitted on the train split."""
-    import torch
-
-    from mvpt.eval import retrieval_metrics
-    from mvpt.models.baselines import LinearBaseline, LinearConfig
-
-    store = FeatureStore.open(path)
-
-    def features(part: str) -> dict[str, np.ndarray]:
-        loaded = store.load(split=part, arrays=("video", "audio"))
-        return {m: np.stack([np.concatenate([c.mean(0) for c in np.array_split(
-                    np.asarray(loaded.item(i, m), np.float64), chunks)])
-                             for i in range(len(loaded))]) for m in ("video", "audio")}
-
-    train, test = features("train"), features(split)
-    model = LinearBaseline(LinearConfig(d_joint=64), video_dim=train["video"].shape[1],
-                           audio_dim=train["audio"].shape[1]).fit(train["video"], train["audio"])
-    emb = {m: model.encode(m, torch.from_numpy(test[m])[:, None].float(),
-                           torch.ones(len(test[m]), 1, dtype=torch.bool)).numpy()
-           for m in ("video", "audio")}
-    metrics = retrieval_metrics(emb["video"], emb["audio"])
-    return float(np.mean([metrics["video_to_music_R@1"], metrics["music_to_video_R@1"]]))

@@ -44,6 +44,7 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "per-track": ("a window length per track (the length cue of mvpt 0.1)",
                   {"window_policy": "per-track", "windows_per_track": 1}, {}),
     "fixed": ("always K clips (no crops)", {"window_policy": "fixed"}, {}),
+    "mean-pooling": ("mean pooling (the default before pyramid pooling)", {}, {"pooling": "mean"}),
     "mean-skip": ("MLP of the mean input added to the output", {}, {"mean_skip": True}),
     "epochs-30": ("30 epochs", {"epochs": 30}, {}),
     "epochs-90": ("90 epochs", {"epochs": 90}, {}),

@@ -51,6 +51,7 @@ def fitted_linear(rng, n=64):
 def models_of_every_kind(rng):
     return {"mvpt": tiny_model("mvpt").eval(), "mvpt-cls": tiny_model("mvpt", pooling="cls").eval(),
             "mvpt-skip": tiny_model("mvpt", mean_skip=True).eval(),
+            "mvpt-mean": tiny_model("mvpt", pooling="mean").eval(),
             "mlp": tiny_model("mlp").eval(), "linear": fitted_linear(rng)}
 
 
@@ -90,7 +91,8 @@ def test_load_config_from_file_and_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- masking
-@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mlp", "linear"])
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mvpt-mean", "mlp",
+                                  "linear"])
 def test_embedding_ignores_padding_and_batch_composition(kind, rng):
     model = models_of_every_kind(rng)[kind]
     lengths = [3, 30, 7, 1]
@@ -132,6 +134,44 @@ def test_mean_skip_adds_an_mlp_of_the_mean_input(rng):
     expected = F.normalize(branch.skip(branch.input_proj(branch.input_norm(x)).mean(1)), dim=-1)
     torch.testing.assert_close(model.encode("video", x, mask), expected)
     torch.testing.assert_close(model.encode("video", x.flip(1), mask), expected)
+
+
+def test_pyramid_weights_average_equal_parts_of_the_valid_clips():
+    from mvpt.models.mvpt import pyramid_weights
+
+    mask = torch.tensor([[True] * 5 + [False] * 2, [True] * 7])
+    weights = pyramid_weights(mask, (1, 2, 4))
+    assert weights.shape == (2, 7, 7)
+    torch.testing.assert_close(weights.sum(1), torch.ones(2, 7))  # each part is a mean
+    assert not weights[0, 5:].any()  # padding weighs nothing
+    # 5 clips in 2 halves: clip 2 is cut in the middle; in 4 quarters of 1.25 clips each
+    torch.testing.assert_close(weights[0, :5, 0], torch.full((5,), 0.2))
+    torch.testing.assert_close(weights[0, :5, 1], torch.tensor([0.4, 0.4, 0.2, 0.0, 0.0]))
+    torch.testing.assert_close(weights[0, :5, 3], torch.tensor([0.8, 0.2, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(weights[0, :5, 4], torch.tensor([0.0, 0.6, 0.4, 0.0, 0.0]))
+    # one clip: every part is that clip
+    torch.testing.assert_close(pyramid_weights(torch.tensor([[True, False]]), (3,))[0, 0],
+                               torch.ones(3))
+
+
+def test_pyramid_pooling_sees_where_in_the_window_things_happen(rng):
+    """Without positional encodings a Transformer with mean pooling is blind to order (it is
+    permutation-equivariant); pyramid pooling is not, and it reads the parts in the window's own
+    length (the same halves for 4 and 8 clips)."""
+    x = torch.from_numpy(rng.normal(size=(1, 8, VIDEO_DIM)).astype(np.float32))
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    for pooling, sees_order in (("mean", False), ("pyramid", True)):
+        model = tiny_model("mvpt", pooling=pooling).eval()
+        model.branches["video"].pos_embedding.zero_()
+        moved = model.encode("video", x, mask), model.encode("video", x.flip(1), mask)
+        assert (not torch.allclose(*moved, atol=1e-4)) == sees_order, pooling
+    model = tiny_model("mvpt", pooling="pyramid", pyramid_levels=[2]).eval()
+    assert model.config.pyramid_levels == (2,)
+    assert model.branches["video"].head.in_features == 2 * TINY["mvpt"]["d_hidden"]
+    with pytest.raises(ModelError, match="pyramid_levels must be"):
+        load_config("mvpt", pyramid_levels=[2, 0])
+    with pytest.raises(ModelError, match="pooling must be one of mean, cls, pyramid"):
+        load_config("mvpt", pooling="max")
 
 
 def test_sinusoidal_positions_are_the_original_transformers():
@@ -224,7 +264,8 @@ def save_run(tmp_path, model, manifest):
     return run
 
 
-@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mlp", "linear"])
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mvpt-mean", "mlp",
+                                  "linear"])
 def test_checkpoint_round_trip_and_embed_sequences(kind, tmp_path, rng):
     model = models_of_every_kind(rng)[kind]
     run = save_run(tmp_path, model, store_manifest())

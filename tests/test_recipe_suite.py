@@ -53,3 +53,16 @@ def test_a_rows_settings_reach_train(row, steps, twins, tiny_store, tmp_path, mo
             assert 0.0 <= record[f"{level}_{d}_R@1"] <= record[f"{level}_{d}_R@10"] <= 1.0
     assert record["track_pool"] == 9 and record["track-windows_pool"] == 60
     assert not any(tmp_path.iterdir())  # checkpoints are deleted after the run
+
+
+def test_handmade_reference_sees_order_at_both_levels(tmp_path):
+    """Without clip noise and with every track an order-only sibling, CCA on the plain mean of a
+    window cannot tell siblings apart at track level, and ordered chunks can; at segment level
+    (the 10-clip segments `mvpt eval` cuts) ordered chunks still help, by less."""
+    config = dataclasses.replace(feature_suite.SUITE["order-heavy"], name="clean",
+                                 order_share=1.0, noise=0.0)
+    store = feature_suite.ensure_store(config, tmp_path)
+    mean, ordered = (feature_suite.handmade_reference(store, chunks=k) for k in (1, 6))
+    assert ordered >= 0.95 and mean <= 0.6
+    segment = [feature_suite.handmade_reference(store, chunks=k, segment_clips=10) for k in (1, 5)]
+    assert segment[1] >= 0.9 and segment[0] <= segment[1] - 0.1 and segment[0] > mean

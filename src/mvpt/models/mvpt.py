@@ -5,8 +5,15 @@ Per modality: (optional LayerNorm of the input features, our addition for featur
 -> linear projection to ``d_hidden`` (256) -> + positional encodings (at most ``max_clips`` = K
 positions; the original Transformer's fixed sinusoids by default, since the appendix follows that
 design; learned embeddings as an option) -> ``n_layers`` (2) pre-LN Transformer encoder layers with
-``n_heads`` (2) heads -> pooling over the valid clips only (masked mean, or a CLS token) ->
-linear projection to ``d_joint`` -> L2 normalisation.
+``n_heads`` (2) heads -> pooling over the valid clips only -> linear projection to ``d_joint`` ->
+L2 normalisation.
+
+Pooling (the paper does not say which it used): "mean" of the output clips; "cls", a learned
+token's output; or "pyramid", the means of the window's 1, 2 and 4 equal consecutive parts
+(``pyramid_levels``), concatenated: the whole window's mean plus where in the window things happen,
+in parts of the window's own length, so a 10 s and a 30 s window share the layout. A part that cuts
+a clip takes it with the share it covers (:func:`pyramid_weights`), so no part is empty however
+short the window.
 
 Padding never changes an output: padded clips are masked out of attention (key padding mask) and
 of the pooling, so a sequence embeds the same alone or batched with longer ones.
@@ -28,6 +35,7 @@ from mvpt.errors import ModelError
 from mvpt.models.loss import LogitScale
 
 MODALITIES = ("video", "audio")
+POOLINGS = ("mean", "cls", "pyramid")
 _MODALITY_ALIASES = {"video": "video", "audio": "audio", "music": "audio"}
 
 
@@ -52,7 +60,8 @@ class MVPtConfig(ModelConfig):
     n_heads: int = 2
     d_feedforward: int = 1024
     dropout: float = 0.1
-    pooling: str = "mean"  # "mean" over valid clips, or "cls"
+    pooling: str = "mean"  # "mean" over valid clips, "cls" or "pyramid" (see the module docstring)
+    pyramid_levels: tuple[int, ...] = (1, 2, 4)  # "pyramid": the window cut in n equal parts, each n
     positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
     input_norm: bool = True
     # Add an MLP of the mean of the projected input clips to the pooled Transformer output: the
@@ -62,9 +71,16 @@ class MVPtConfig(ModelConfig):
     temperature_min: float = 0.01
 
     def __post_init__(self):
-        if self.pooling not in ("mean", "cls"):
-            raise ModelError(f"model {self.name!r}: pooling must be 'mean' or 'cls', "
+        if self.pooling not in POOLINGS:
+            raise ModelError(f"model {self.name!r}: pooling must be one of {', '.join(POOLINGS)}, "
                              f"got {self.pooling!r}")
+        levels = self.pyramid_levels
+        if (isinstance(levels, (str, bytes)) or not levels
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                           for n in levels)):
+            raise ModelError(f"model {self.name!r}: pyramid_levels must be a list of part counts "
+                             f">= 1, got {levels!r}")
+        object.__setattr__(self, "pyramid_levels", tuple(levels))  # JSON gives a list
         if self.positional not in ("sinusoidal", "learned"):
             raise ModelError(f"model {self.name!r}: positional must be 'sinusoidal' or 'learned', "
                              f"got {self.positional!r}")
@@ -86,6 +102,25 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over dim 1 of x [B, L, D] counting only positions where mask [B, L] is True."""
     weights = mask.to(x.dtype).unsqueeze(-1)
     return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def pyramid_weights(mask: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
+    """Weights [B, L, sum(levels)] that average the valid clips of each row (mask [B, L]) over
+    each of ``n`` equal consecutive parts of the row's valid span, for each n in ``levels``.
+
+    Clip i of n_valid spans [i, i + 1) / n_valid and part k of n spans [k, k + 1) / n; a clip
+    weighs in a part by the share of the part it covers, so every column sums to 1 over the valid
+    clips (a part inside one clip is that clip) and padded positions weigh nothing."""
+    valid = mask.to(torch.float32)
+    count = valid.sum(1, keepdim=True).clamp(min=1.0)
+    rank = torch.cumsum(valid, 1) - valid  # index of each clip among the valid ones
+    lo, hi = (rank / count)[..., None], ((rank + 1) / count)[..., None]
+    columns = []
+    for n in levels:
+        part = torch.arange(n, dtype=valid.dtype, device=valid.device)
+        overlap = torch.minimum(hi, (part + 1) / n) - torch.maximum(lo, part / n)
+        columns.append(overlap.clamp(min=0) * n * valid[..., None])
+    return torch.cat(columns, -1)
 
 
 class JointEmbedder(nn.Module):
@@ -156,7 +191,9 @@ class SequenceEncoder(nn.Module):
             activation="gelu", batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, c.n_layers, enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(c.d_hidden)
-        self.head = nn.Linear(c.d_hidden, c.d_joint)
+        self.pyramid_levels = c.pyramid_levels if c.pooling == "pyramid" else None
+        parts = sum(c.pyramid_levels) if self.pyramid_levels else 1
+        self.head = nn.Linear(c.d_hidden * parts, c.d_joint)
         self.skip = (nn.Sequential(nn.Linear(c.d_hidden, c.d_hidden), nn.GELU(),
                                    nn.Dropout(c.dropout), nn.Linear(c.d_hidden, c.d_joint))
                      if c.mean_skip else None)
@@ -170,7 +207,13 @@ class SequenceEncoder(nn.Module):
         h = self.dropout(h + self.pos_embedding[: h.shape[1]])
         h = self.transformer(h, src_key_padding_mask=~mask)
         h = self.final_norm(h)
-        pooled = h[:, 0] if self.cls_token is not None else masked_mean(h, mask)
+        if self.cls_token is not None:
+            pooled = h[:, 0]
+        elif self.pyramid_levels:  # [B, parts, d_hidden] -> [B, parts * d_hidden]
+            weights = pyramid_weights(mask, self.pyramid_levels).to(h.dtype)
+            pooled = torch.einsum("blp,bld->bpd", weights, h).flatten(1)
+        else:
+            pooled = masked_mean(h, mask)
         return F.normalize(self.head(pooled) + skip, dim=-1)
 
 
