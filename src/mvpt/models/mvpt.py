@@ -60,8 +60,11 @@ class MVPtConfig(ModelConfig):
     n_heads: int = 2
     d_feedforward: int = 1024
     dropout: float = 0.1
-    pooling: str = "mean"  # "mean" over valid clips, "cls" or "pyramid" (see the module docstring)
-    pyramid_levels: tuple[int, ...] = (1, 2, 4)  # "pyramid": the window cut in n equal parts, each n
+    # "mean" over valid clips, "cls" or "pyramid" (see the module docstring). The shipped config
+    # (configs/mvpt.json) says "pyramid"; "mean" stays the default here so that a config or
+    # checkpoint written without the key keeps its meaning.
+    pooling: str = "mean"
+    pyramid_levels: tuple[int, ...] = (1, 2, 4)  # "pyramid": for each n, n equal consecutive parts
     positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
     input_norm: bool = True
     # Add an MLP of the mean of the projected input clips to the pooled Transformer output: the
