@@ -45,6 +45,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
                   {"window_policy": "per-track", "windows_per_track": 1}, {}),
     "fixed": ("always K clips (no crops)", {"window_policy": "fixed"}, {}),
     "mean-pooling": ("mean pooling (the default before pyramid pooling)", {}, {"pooling": "mean"}),
+    "pyramid-1-2": ("pyramid pooling over the window and its halves only", {},
+                    {"pyramid_levels": [1, 2]}),
     "mean-skip": ("MLP of the mean input added to the output", {}, {"mean_skip": True}),
     "epochs-30": ("30 epochs", {"epochs": 30}, {}),
     "epochs-90": ("90 epochs", {"epochs": 90}, {}),
