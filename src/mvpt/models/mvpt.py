@@ -9,11 +9,11 @@ design; learned embeddings as an option) -> ``n_layers`` (2) pre-LN Transformer 
 L2 normalisation.
 
 Pooling (the paper does not say which it used): "mean" of the output clips; "cls", a learned
-token's output; or "pyramid", the means of the window's 1, 2 and 4 equal consecutive parts
-(``pyramid_levels``), concatenated: the whole window's mean plus where in the window things happen,
-in parts of the window's own length, so a 10 s and a 30 s window share the layout. A part that cuts
-a clip takes it with the share it covers (:func:`pyramid_weights`), so no part is empty however
-short the window.
+token's output; or "pyramid", the means of the window split into n equal consecutive parts for
+each n of ``pyramid_levels`` (shipped: 1 and 2, the whole window and its halves), concatenated:
+the whole window's mean plus where in the window things happen, in parts of the window's own
+length, so a 10 s and a 30 s window share the layout. A part that cuts a clip takes it with the
+share it covers (:func:`pyramid_weights`), so no part is empty however short the window.
 
 Padding never changes an output: padded clips are masked out of attention (key padding mask) and
 of the pooling, so a sequence embeds the same alone or batched with longer ones.
@@ -64,7 +64,7 @@ class MVPtConfig(ModelConfig):
     # (configs/mvpt.json) says "pyramid"; "mean" stays the default here so that a config or
     # checkpoint written without the key keeps its meaning.
     pooling: str = "mean"
-    pyramid_levels: tuple[int, ...] = (1, 2, 4)  # "pyramid": for each n, n equal consecutive parts
+    pyramid_levels: tuple[int, ...] = (1, 2)  # "pyramid": for each n, n equal consecutive parts
     positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
     input_norm: bool = True
     # Add an MLP of the mean of the projected input clips to the pooled Transformer output: the
