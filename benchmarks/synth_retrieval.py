@@ -6,8 +6,9 @@
 
 Trains MVPt and the MLP baseline and fits the linear baseline for every seed (default training
 settings unless flags say otherwise), evaluates each on the test split at track and segment
-level, and prints one markdown table per level with the mean (and spread) over seeds, plus
-chance. Runs that already finished are reused.
+level and at level track-windows (what `mvpt recommend` ranks: the test queries against every
+track of the store, through the index's windows), and prints one markdown table per level with
+the mean (and spread) over seeds, plus chance. Runs that already finished are reused.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mvpt.eval import evaluate_levels, format_table
 from mvpt.train import train
 
 MODELS = ("mvpt", "mlp", "linear")
-LEVELS = ("track", "segment")
+LEVELS = ("track", "segment", "track-windows")
 
 
 def main() -> None:
@@ -44,7 +45,9 @@ def main() -> None:
             t0 = time.perf_counter()
             if not (run / "best.pt").exists():
                 train(args.store, run, model=model, seed=seed, progress=False, **settings)
-            for res in evaluate_levels(run, args.store, levels=LEVELS, split="test"):
+            for res in (evaluate_levels(run, args.store, levels=LEVELS[:2], split="test")
+                        + evaluate_levels(run, args.store, levels=LEVELS[2:], split="test",
+                                          candidates="all")):
                 results[model][res["level"]].append(res)
             print(f"seed {seed} {model}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     for level in LEVELS:

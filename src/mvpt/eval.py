@@ -558,9 +558,10 @@ def evaluate_levels(
     ``round(segment_s / clip_s)`` clips, dropping the partial last one (tracks shorter than a
     segment are dropped and counted); level "track-windows" ranks whole tracks as
     :func:`mvpt.recommend.recommend` does (windows of ``window_s`` every ``stride_s`` seconds,
-    by default the index's defaults for K; ``scoring`` "max" or "mean" over window pairs). ``segment_negatives``: "all" (every other segment is a negative, its own track's
-    too: the paper-comparable setting) or "other-tracks" (a segment query's candidates leave out
-    the other segments of its own track). ``candidates``: "split" (the split's items compete) or
+    by default the index's defaults for K; ``scoring`` "max" or "mean" over window pairs).
+    ``segment_negatives``: "all" (every other segment is a negative, its own track's too: the
+    paper-comparable setting) or "other-tracks" (a segment query's candidates leave out the other
+    segments of its own track). ``candidates``: "split" (the split's items compete) or
     "all" (the split's queries against every done track of the store, as in a real library; no
     pools). Each result: run, store, split, level, window sizes, counts, ``metrics`` and
     ``chance`` (same keys, from the same pools and candidates)."""
