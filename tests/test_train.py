@@ -19,6 +19,7 @@ import torch
 
 from mvpt.cli import main as cli_main
 from mvpt.run import Run
+from mvpt.settings import RunConfig
 from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
@@ -215,6 +216,26 @@ def test_lr_schedule_warms_up_then_anneals():
     assert f(4) == 1.0 and f(54) == pytest.approx(0.5) and f(104) == pytest.approx(0.0)
 
 
+def test_default_warm_up_is_a_tenth_of_the_run(store_path, tmp_path):
+    """By default the learning rate rises linearly over the first tenth of the steps, then
+    follows the cosine; a run that sets warmup_steps keeps it."""
+    assert RunConfig().warmup_for(480) == 48 and RunConfig(warmup_steps=0).warmup_for(480) == 0
+    train(store_path, tmp_path / "run", model="mlp", model_overrides={"d_hidden": 8},
+          batch_size=64, epochs=20, lr=1e-2, progress=False)
+    lines = metric_lines(tmp_path / "run")
+    total, first = lines[-1]["step"], lines[0]["step"]
+    warm = round(total / 10)
+    assert warm > first > 0  # epoch 1 ends inside the warm-up
+    for m in (lines[0], lines[5], lines[-1]):
+        assert m["lr"] == pytest.approx(1e-2 * lr_factor(m["step"], warmup_steps=warm,
+                                                         total_steps=total))
+    # still rising after epoch 1, below where a run without warm-up would be
+    assert lines[0]["lr"] < 0.9 * 1e-2 * lr_factor(first, warmup_steps=0, total_steps=total)
+    ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["run_config"]["warmup_steps"] is None
+    assert ckpt["training"]["scheduler"]["lr_lambdas"][0]["warmup_steps"] == warm
+
+
 # ---------------------------------------------------------------------------- cached embeddings
 def gradients(model, batch, *, chunk_size):
     model.zero_grad(set_to_none=True)
@@ -327,7 +348,7 @@ def test_resume_with_more_epochs_keeps_the_learning_rate_schedule(store_path, tm
     exactly as the uninterrupted 4-epoch run (same learning rates, so the same losses); epochs
     5 and 6 are a warm restart: a new cosine from the peak learning rate to 0."""
     kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 32,
-              "lr": 1e-2, "progress": False}
+              "lr": 1e-2, "warmup_steps": 0, "progress": False}
     train(store_path, tmp_path / "whole", epochs=4, **kwargs)
     with monkeypatch.context() as patch:
         interrupted_after(2, patch)
@@ -413,7 +434,8 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     run = tmp_path / "run"
     kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 64,
               "lr": 1e-2, "progress": False}
-    train(store_path, run, epochs=2, window_policy="per-track", **kwargs)
+    # no warm-up, as every run before the warm-up default; resuming with the default keeps it
+    train(store_path, run, epochs=2, window_policy="per-track", warmup_steps=0, **kwargs)
     ckpt = read_checkpoint(run / "last.pt")
     del ckpt["run_config"]["window_policy"]
     ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mvpt.errors import UsageError
 
 WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
+WARMUP_SHARE = 0.1  # of a run's steps, when warmup_steps is None
 
 
 @dataclass
@@ -22,7 +23,10 @@ class RunConfig:
     batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 0
+    # Linear warm-up steps before the cosine. None: a tenth of the run's steps (WARMUP_SHARE).
+    # Without it the Transformer often stayed on the genre-level plateau on small stores (the
+    # demo's: MVPt R@1 0.39 / 0.35 over 4 seeds at 0 steps, 0.73 / 0.73 at 50 of 480).
+    warmup_steps: int | None = None
     min_clips: int = 10  # shortest training window; the longest is the model's max_clips
     # How long the windows of a batch are (see the module docstring): "per-batch" draws one length
     # per batch in [min_clips, max_clips], shared by all its tracks; "fixed" is always max_clips;
@@ -42,11 +46,17 @@ class RunConfig:
         if self.windows_per_track is None:
             self.windows_per_track = 1 if self.window_policy == "per-track" else 2
 
+    def warmup_for(self, total_steps: int) -> int:
+        """Warm-up steps of a run of ``total_steps``: the setting, or a tenth of the run."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return round(WARMUP_SHARE * total_steps)
+
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "min_clips"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+        if not self.lr > 0 or self.weight_decay < 0 or (self.warmup_steps or 0) < 0:
             raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
         if self.chunk_size is not None and self.chunk_size < 1:

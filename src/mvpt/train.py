@@ -564,8 +564,8 @@ def _setup_optimisation(run: _Run) -> None:
         [{"params": decay, "weight_decay": c.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=c.lr)
     # A callable object, so LambdaLR's state_dict saves (and resume restores) its cycles.
-    schedule = CosineCycles(cycles=[[0, c.epochs * run.steps_per_epoch]],
-                            warmup_steps=c.warmup_steps)
+    total = c.epochs * run.steps_per_epoch
+    schedule = CosineCycles(cycles=[[0, total]], warmup_steps=c.warmup_for(total))
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, schedule)
     precision = c.precision
     if precision == "auto":
@@ -616,6 +616,8 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
     stored = dict(ckpt["run_config"])
     stored.setdefault("window_policy", "per-track")  # runs started before the setting existed
     stored.setdefault("windows_per_track", 1)  # (the same: issue 10's later setting)
+    if run.config.warmup_steps is None:  # the default: the run's own (0 in runs made before it)
+        run.config.warmup_steps = stored.get("warmup_steps", 0)
     differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
     if differ:
         raise UsageError(f"{run.out_dir}: --resume with other settings than the run: " + ", ".join(
@@ -641,6 +643,7 @@ def _restore_schedule(run: _Run, state: dict, *, planned_epochs: int) -> None:
     schedule = run.scheduler.lr_lambdas[0]
     if state["lr_lambdas"][0] is None:  # saved before the schedule was a CosineCycles
         schedule.cycles = [[0, planned_epochs * run.steps_per_epoch]]
+        schedule.warmup_steps = run.config.warmup_for(planned_epochs * run.steps_per_epoch)
     schedule.extend_to(run.config.epochs * run.steps_per_epoch)
     step = run.scheduler.last_epoch
     for group, base in zip(run.optimizer.param_groups, run.scheduler.base_lrs):

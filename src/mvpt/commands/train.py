@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="AdamW weight decay (default %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=DEFAULTS.warmup_steps,
-                   help="linear warm-up steps (default %(default)s)")
+                   help="linear warm-up steps before the cosine (default: a tenth of the "
+                   "run's steps)")
     p.add_argument("--min-clips", type=positive_int, default=DEFAULTS.min_clips,
                    help="shortest training window in clips; the longest is the model's K "
                    "(default %(default)s)")
