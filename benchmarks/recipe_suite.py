@@ -109,6 +109,8 @@ def _train_and_evaluate(job: dict, settings: dict, train, evaluate_levels) -> di
     return {**job, "seconds": time.perf_counter() - started, "steps": summary["steps"],
             "batch": summary["global_batch_size"], "best_epoch": summary["best"].get("epoch"),
             "val_r1_by_epoch": [round(h.get("val_r1", float("nan")), 3) for h in history],
+            "val_segment_r1_by_epoch": [round(h.get("val_segment_r1", float("nan")), 3)
+                                        for h in history],
             **_summarise(results)}
 
 

@@ -236,6 +236,48 @@ def test_default_warm_up_is_a_tenth_of_the_run(store_path, tmp_path):
     assert ckpt["training"]["scheduler"]["lr_lambdas"][0]["warmup_steps"] == warm
 
 
+def mean_r1(metrics: dict) -> float:
+    return (metrics["video_to_music_R@1"] + metrics["music_to_video_R@1"]) / 2
+
+
+def test_validation_ranks_both_levels_as_mvpt_eval_does(store_path, tmp_path):
+    """Each epoch validates at track and segment level (10 s) on the val split, with the numbers
+    `mvpt eval --split val` gives for the same weights; best.pt keeps the best mean R@1 of the two
+    levels, a tie going to the later epoch (a track-level R@10 saturates on a small val split,
+    so it chose the first epoch to reach it, mid-schedule)."""
+    from mvpt.eval import evaluate_levels
+
+    run = tmp_path / "run"
+    train(store_path, run, model="mvpt", model_overrides=TINY_MVPT, epochs=3, batch_size=32,
+          progress=False)
+    lines = metric_lines(run)
+    results = {r["level"]: r for r in evaluate_levels(run, store_path, split="val", which="last",
+                                                      levels=("track", "segment"))}
+    segment = results["segment"]
+    assert segment["n_items"] > 2 * segment["n_tracks"]  # several segments per track
+    last = lines[-1]
+    assert last["val_r1"] == pytest.approx(mean_r1(results["track"]["metrics"]))
+    assert last["val_segment_r1"] == pytest.approx(mean_r1(results["segment"]["metrics"]))
+    assert last["val_r1_levels"] == pytest.approx((last["val_r1"] + last["val_segment_r1"]) / 2)
+    best = max(lines, key=lambda m: (m["val_r1_levels"], m["epoch"]))["epoch"]
+    assert read_checkpoint(run / "best.pt")["epoch"] == best
+
+
+@pytest.mark.parametrize("rule, tie_goes_to_later", [("r1", True), ("track-r10", False)])
+def test_best_checkpoint_rules(rule, tie_goes_to_later):
+    from mvpt.train import _is_better
+
+    epoch = {"val_score": 1.0, "val_r1": 0.5, "val_r1_levels": 0.4}
+    assert _is_better(epoch, {}, rule=rule)
+    assert _is_better(epoch, {"epoch": 3, **epoch}, rule=rule) == tie_goes_to_later
+    assert not _is_better(epoch, {"epoch": 3, **epoch, "val_r1": 0.6, "val_r1_levels": 0.6},
+                          rule=rule)
+    assert _is_better({**epoch, "val_r1_levels": 0.1}, epoch, rule="last")
+    assert RunConfig().best_rule == "r1" and RunConfig(best_by="last").best_rule == "last"
+    with pytest.raises(UsageError, match="best_by"):
+        RunConfig(best_by="loss").validate()
+
+
 # ---------------------------------------------------------------------------- cached embeddings
 def gradients(model, batch, *, chunk_size):
     model.zero_grad(set_to_none=True)
@@ -298,7 +340,7 @@ def test_mvpt_learns_synthetic_correspondence(store_path, tmp_path):
     assert lines[-1]["loss"] < 0.6 * lines[0]["loss"]
     assert lines[-1]["lr"] == pytest.approx(0.0) and lines[1]["lr"] < 3e-3
     best = read_checkpoint(tmp_path / "run" / "best.pt")
-    best_epoch = max(lines, key=lambda m: (m["val_score"], m["val_r1"]))["epoch"]
+    best_epoch = max(lines, key=lambda m: (m["val_r1_levels"], m["epoch"]))["epoch"]
     assert best["epoch"] == best_epoch == result["best"]["epoch"]
     assert "training" not in best and "optimizer" in read_checkpoint(
         tmp_path / "run" / "last.pt")["training"]
@@ -439,6 +481,7 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     train(store_path, run, epochs=2, window_policy="per-track", warmup_steps=0, **kwargs)
     ckpt = read_checkpoint(run / "last.pt")
     del ckpt["run_config"]["window_policy"]
+    del ckpt["run_config"]["best_by"]  # made before the setting: best.pt by track-level R@10
     ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]
     torch.save(ckpt, run / "last.pt")
     with pytest.raises(UsageError, match=r"window_policy='per-batch' \(run: 'per-track'\)"):
@@ -446,6 +489,7 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     train(store_path, run, epochs=4, resume=True, window_policy="per-track", **kwargs)
     lrs = [m["lr"] for m in metric_lines(run)]
     assert lrs[1] == 0.0 and lrs[2] == pytest.approx(5e-3) and lrs[3] == pytest.approx(0.0)
+    assert read_checkpoint(run / "last.pt")["run_config"]["best_by"] == "track-r10"
 
 
 def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):

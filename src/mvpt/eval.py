@@ -38,6 +38,7 @@ import pandas as pd
 
 from mvpt.clips import clip_window, segments
 from mvpt.errors import StoreError, UsageError
+from mvpt.settings import SEGMENT_S
 
 DIRECTIONS = ("video_to_music", "music_to_video")
 LEVELS = ("track", "segment")  # the paper's levels
@@ -508,7 +509,7 @@ def evaluate(
     *,
     split: str = "test",
     level: str = "track",
-    segment_s: float = 10.0,
+    segment_s: float = SEGMENT_S,
     pool: int | None = None,
     same_length: bool = False,
     seed: int = 0,
@@ -536,7 +537,7 @@ def evaluate_levels(
     *,
     levels: Sequence[str] = LEVELS,
     split: str = "test",
-    segment_s: float = 10.0,
+    segment_s: float = SEGMENT_S,
     pool: int | None = None,
     same_length: bool = False,
     seed: int = 0,

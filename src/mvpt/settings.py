@@ -1,5 +1,6 @@
 """Training settings (:class:`RunConfig`), the one owner of their defaults: ``mvpt train``'s
-options show them without importing torch, and every checkpoint stores them."""
+options show them without importing torch, and every checkpoint stores them. Also the segment
+level's length, which validation and ``mvpt eval`` share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from dataclasses import dataclass
 from mvpt.errors import UsageError
 
 WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
+# Segment level (the paper's second protocol): tracks cut into segments of this many seconds.
+SEGMENT_S = 10.0
 WARMUP_SHARE = 0.1  # of a run's steps, when warmup_steps is None
+# Which epoch best.pt keeps, judged on the val split (see RunConfig.best_by).
+BEST_BY = ("r1", "track-r10", "last")
 
 
 @dataclass
@@ -38,6 +43,13 @@ class RunConfig:
     # resolve. 1: one window per track (runs started before the setting). None: 2 with a shared
     # window length, 1 with "per-track" (whose lengths differ inside a batch).
     windows_per_track: int | None = None
+    # Which epoch best.pt keeps, judged on the val split: "r1", the best mean R@1 of both
+    # directions at track and segment level (segments of clips.SEGMENT_S), a tie going to the
+    # later epoch; "track-r10", the best track-level mean R@10, ties by R@1 then the earlier
+    # epoch (runs started before the setting); "last", the last epoch. None: "r1" (a resumed run
+    # keeps its own). A track-level R@10 saturates on a small val split, so that rule kept the
+    # first epoch to reach it, in the middle of the schedule.
+    best_by: str | None = None
     chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
     precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
     seed: int = 0
@@ -52,6 +64,11 @@ class RunConfig:
             return self.warmup_steps
         return round(WARMUP_SHARE * total_steps)
 
+    @property
+    def best_rule(self) -> str:
+        """The rule best.pt follows: the setting, or "r1"."""
+        return self.best_by or BEST_BY[0]
+
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "min_clips"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -63,6 +80,8 @@ class RunConfig:
             raise UsageError(f"chunk_size must be >= 1 track, got {self.chunk_size}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.best_by is not None and self.best_by not in BEST_BY:
+            raise UsageError(f"best_by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
         if self.window_policy not in WINDOW_POLICIES:
             raise UsageError(f"window_policy must be one of {', '.join(WINDOW_POLICIES)}, got "
                              f"{self.window_policy!r}")

@@ -28,10 +28,12 @@ Loss: symmetric InfoNCE over the whole global batch (2048: every other track of 
 negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` (1e-3) per step
 after an optional linear warm-up. ``--resume`` with more epochs keeps the schedule planned so far
 (no jump of the learning rate mid-run) and appends a warm restart: a second cosine, from the peak,
-over the added steps (:class:`CosineCycles`). Validation each epoch: track-level retrieval on the
-``val`` split with centred windows; ``best.pt`` keeps the best mean R@10 (ties: mean R@1),
-``last.pt`` everything needed to resume exactly (model, optimizer, scheduler, scaler, epoch, RNG
-states). ``metrics.jsonl`` has one JSON object per epoch.
+over the added steps (:class:`CosineCycles`). Validation each epoch: retrieval on the ``val``
+split as ``mvpt eval`` ranks it, at track level (centred windows) and segment level (10 s
+segments among all of the split's); ``best.pt`` keeps the best mean R@1 of the two levels (ties:
+the later epoch; ``best_by`` sets another rule), ``last.pt`` everything needed to resume exactly
+(model, optimizer, scheduler, scaler, epoch, RNG states). ``metrics.jsonl`` has one JSON object
+per epoch.
 
 Batches are read straight from the store's memory-mapped shards (:mod:`mvpt.streaming`; no copy
 of a whole split, so memory does not grow with the store) by a background thread that prepares
@@ -103,7 +105,7 @@ from mvpt.models.checkpoint import (
 from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
-from mvpt.settings import WINDOW_POLICIES, RunConfig  # noqa: F401 (re-exported)
+from mvpt.settings import SEGMENT_S, WINDOW_POLICIES, RunConfig  # noqa: F401 (re-exported)
 from mvpt.store import Features, FeatureStore
 from mvpt.streaming import ShardedFeatures, prefetch, window_rows
 
@@ -364,34 +366,52 @@ def contrastive_backward(model: JointEmbedder, batch: Batch, *, chunk_size: int 
 
 # ---------------------------------------------------------------------------- validation
 def validation_metrics(model: JointEmbedder, features: Features | None, *, device,
-                       batch_size: int = 256) -> dict:
-    """Track-level retrieval on ``features`` (centred windows of K clips), flat ``val_*`` keys
-    plus ``val_score`` (mean R@10 of both directions) and ``val_r1`` (mean R@1)."""
-    from mvpt.eval import retrieval_metrics
+                       segment_clips: int | None = None, batch_size: int = 256) -> dict:
+    """Retrieval on ``features`` as ``mvpt eval`` ranks it: track level (centred windows of K
+    clips) as flat ``val_*`` keys, plus ``val_score`` (mean R@10 of both directions) and
+    ``val_r1`` (mean R@1); given ``segment_clips``, segment level too (every whole segment of
+    that many clips ranked among all segments of the split), as ``val_segment_*`` and
+    ``val_segment_r1``. ``val_r1_levels``: the mean R@1 of the levels ranked."""
+    from mvpt.clips import segments
+    from mvpt.eval import DIRECTIONS, retrieval_metrics
 
     if features is None or len(features) < 2:
         return {}
+    cuts = {"": lambda seq: [seq]}
+    if segment_clips is not None:
+        cuts["segment_"] = lambda seq: [seq[first:first + n]
+                                        for first, n in segments(len(seq), segment_clips)]
     was_training = model.training
     model.eval()
-    emb = {m: encode_sequences(model, m, [features.item(i, m) for i in range(len(features))],
-                               batch_size=batch_size, device=device)
-           for m in MODALITY_ARRAYS}
+    out, r1 = {}, []
+    for prefix, cut in cuts.items():
+        emb = {m: encode_sequences(model, m, [part for i in range(len(features))
+                                              for part in cut(features.item(i, m))],
+                                   batch_size=batch_size, device=device)
+               for m in MODALITY_ARRAYS}
+        if len(emb["video"]) < 2:
+            continue  # tracks shorter than one segment
+        metrics = retrieval_metrics(emb["video"], emb["audio"])
+        out.update({f"val_{prefix}{k}": (float(v) if isinstance(v, (int, float, np.number))
+                                         else v) for k, v in metrics.items()})
+        out[f"val_{prefix}r1"] = float(np.mean([metrics[f"{d}_R@1"] for d in DIRECTIONS]))
+        r1.append(out[f"val_{prefix}r1"])
+        if not prefix:
+            out["val_score"] = float(np.mean([metrics[f"{d}_R@10"] for d in DIRECTIONS]))
     model.train(was_training)
-    metrics = retrieval_metrics(emb["video"], emb["audio"])
-    out = {f"val_{k}": (float(v) if isinstance(v, (int, float, np.number)) else v)
-           for k, v in metrics.items()}
-    out["val_score"] = float(np.mean([metrics[f"{d}_R@10"] for d in ("video_to_music",
-                                                                       "music_to_video")]))
-    out["val_r1"] = float(np.mean([metrics[f"{d}_R@1"] for d in ("video_to_music",
-                                                                  "music_to_video")]))
+    out["val_r1_levels"] = float(np.mean(r1))
     return out
 
 
-def _is_better(metrics: dict, best: dict) -> bool:
-    if not metrics:
-        return True  # no validation split: the latest model is the best we know
-    key = (metrics["val_score"], metrics["val_r1"])
-    return not best or key > (best.get("val_score", -1.0), best.get("val_r1", -1.0))
+def _is_better(metrics: dict, best: dict, *, rule: str) -> bool:
+    """Whether this epoch's validation ``metrics`` replace ``best`` under ``rule`` (see
+    :attr:`RunConfig.best_by`)."""
+    if not metrics or not best or rule == "last":
+        return True  # (no validation split: the latest model is the best we know)
+    if rule == "track-r10":
+        return ((metrics["val_score"], metrics["val_r1"])
+                > (best.get("val_score", -1.0), best.get("val_r1", -1.0)))
+    return metrics["val_r1_levels"] >= best.get("val_r1_levels", -1.0)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -406,6 +426,7 @@ class _Run:
     train: Features
     val: Features | None
     out_dir: Path
+    val_segment_clips: int | None = None  # segment-level validation (None: track level only)
     global_batch: int = 0
     steps_per_epoch: int = 0
     optimizer: torch.optim.Optimizer | None = None
@@ -426,7 +447,7 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
     fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, min_clips,
-    window_policy, windows_per_track, chunk_size, precision, seed). ``model_overrides`` replace
+    window_policy, windows_per_track, best_by, chunk_size, precision, seed). ``model_overrides`` replace
     model config fields.
     ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
     epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
@@ -495,7 +516,8 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
         log.warning("%s: no 'val' split: no validation; best.pt is the last epoch", store_path)
     run = _Run(ctx=ctx, config=config, model=model.to(ctx.device),
                features_info=features_manifest(store.manifest), train=train_features, val=val,
-               out_dir=Path(out_dir))
+               out_dir=Path(out_dir),
+               val_segment_clips=_segment_clips(store, max_clips=model_config.max_clips))
     _check_run_dir(run, resume=resume)
     if model_config.kind != "linear":
         _setup_optimisation(run)
@@ -508,6 +530,13 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
     if ctx.is_main:
         _write_run_files(run, store_path)
     return run
+
+
+def _segment_clips(store: FeatureStore, *, max_clips: int) -> int | None:
+    """Clips of a validation segment (clips.SEGMENT_S seconds), None where one would not fit
+    the model's window."""
+    clips = int(round(SEGMENT_S / float(store.manifest.get("clip_s", 1.0))))
+    return clips if 1 <= clips <= max_clips else None
 
 
 def _check_same_start(run: _Run) -> None:
@@ -618,6 +647,9 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
     stored.setdefault("windows_per_track", 1)  # (the same: issue 10's later setting)
     if run.config.warmup_steps is None:  # the default: the run's own (0 in runs made before it)
         run.config.warmup_steps = stored.get("warmup_steps", 0)
+    stored.setdefault("best_by", "track-r10")  # (the same: best.pt's rule before the setting)
+    if run.config.best_by is None:
+        run.config.best_by = stored["best_by"]
     differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
     if differ:
         raise UsageError(f"{run.out_dir}: --resume with other settings than the run: " + ", ".join(
@@ -726,7 +758,8 @@ def _end_epoch(run: _Run, *, epoch: int, loss: float | None, seconds: float,
     if not run.ctx.is_main:
         run.history.append({"epoch": epoch, "step": run.step, "loss": loss})
         return
-    val = validation_metrics(run.model, run.val, device=run.ctx.device)
+    val = validation_metrics(run.model, run.val, device=run.ctx.device,
+                             segment_clips=run.val_segment_clips)
     scale = run.model.logit_scale
     record = {
         "epoch": epoch, "step": run.step, "loss": loss,
@@ -742,8 +775,9 @@ def _end_epoch(run: _Run, *, epoch: int, loss: float | None, seconds: float,
     run.history.append(record)
     common = {"model": run.model, "features": run.features_info, "run_config": asdict(run.config),
                   "epoch": epoch, "step": run.step, "history": run.history}
-    if _is_better(val, run.best):
-        run.best = {"epoch": epoch, **{k: val[k] for k in ("val_score", "val_r1") if k in val}}
+    if _is_better(val, run.best, rule=run.config.best_rule):
+        run.best = {"epoch": epoch, **{k: val[k] for k in ("val_score", "val_r1", "val_r1_levels")
+                                       if k in val}}
         save_checkpoint(run.out_dir / CHECKPOINT_NAMES["best"],
                         make_checkpoint(**common, best=run.best))
     training = None
@@ -784,5 +818,6 @@ def _summary(run: _Run) -> dict:
         "global_batch_size": run.global_batch, "batch_size_clamped": run.batch_clamped,
         "world_size": run.ctx.world_size, "resumed_from_epoch": run.resumed_from,
         "n_train": len(run.train), "n_val": len(run.val) if run.val is not None else 0,
-        "best": run.best, "final": run.history[-1] if run.history else {},
+        "best": run.best, "best_by": run.config.best_rule,
+        "final": run.history[-1] if run.history else {},
     }

@@ -29,6 +29,7 @@ from mvpt.eval import (
     segment_windows,
     track_windows,
 )
+from mvpt.settings import SEGMENT_S
 
 KS = (1, 5, 10)
 
@@ -117,7 +118,7 @@ def _random_ranks(codes: np.ndarray, *, order: np.ndarray, rng) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- store
 def level_labels(store_path, *, genres: dict, split: str = "test", level: str = "track",
-                 segment_s: float = 10.0) -> tuple[list[str], int]:
+                 segment_s: float = SEGMENT_S) -> tuple[list[str], int]:
     """The genre of every evaluation item of ``level`` (segments take their track's) in the order
     :func:`mvpt.eval.evaluate_levels` uses, and how many tracks had no label (left out)."""
     if level not in LEVELS:
@@ -141,7 +142,7 @@ def level_labels(store_path, *, genres: dict, split: str = "test", level: str = 
 
 
 def evaluate_same_genre(store_path, *, genres, split: str = "test",
-                        levels: Sequence[str] = LEVELS, segment_s: float = 10.0,
+                        levels: Sequence[str] = LEVELS, segment_s: float = SEGMENT_S,
                         n_trials: int = 100, seed: int = 0, ks: Sequence[int] = KS) -> list[dict]:
     """Per level: ``expected`` (closed form), ``simulated`` and ``chance`` (all candidates)
     metrics of the same-genre baseline on ``split``; ``genres`` as for :func:`read_genre_labels`."""

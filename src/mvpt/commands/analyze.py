@@ -8,7 +8,8 @@ Each writes ``NAME.json``, ``NAME.md`` and ``NAME.png`` into ``--out`` and print
 from __future__ import annotations
 
 from mvpt.commands import analyze_model
-from mvpt.commands.common import add_json_option, emit_json, positive_int
+from mvpt.commands.common import add_json_option, emit_json, positive_float, positive_int
+from mvpt.settings import SEGMENT_S
 
 
 def add_parser(sub) -> None:
@@ -48,7 +49,8 @@ def _same_genre_parser(actions) -> None:
     p.add_argument("store", metavar="STORE")
     p.add_argument("--genres", default=None, help="CSV/parquet with columns id,genre (default: "
                    "the store's genre annotations)")
-    p.add_argument("--segment-seconds", type=float, default=10.0)
+    p.add_argument("--segment-seconds", type=positive_float, default=SEGMENT_S,
+                   help="segment length in seconds (default %(default)g)")
     p.add_argument("--trials", type=positive_int, default=100, help="simulation draws (default 100)")
     _common(p, default_out="analysis")
     p.set_defaults(func=run_same_genre)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from mvpt.commands.common import add_json_option, emit_json, positive_float, positive_int
+from mvpt.settings import SEGMENT_S
 
 # the choices of mvpt.eval, kept here so that `mvpt --help` does not import numpy
 SEGMENT_NEGATIVES = ("all", "other-tracks")
@@ -38,8 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--scoring", choices=SCORINGS, default="max",
                    help="track-windows: a track's score is its best window pair (max, as the "
                    "index) or the mean over its pairs (default max)")
-    p.add_argument("--segment-seconds", type=positive_float, default=10.0,
-                   help="segment length in seconds for the segment level (default 10)")
+    p.add_argument("--segment-seconds", type=positive_float, default=SEGMENT_S,
+                   help="segment length in seconds for the segment level (default %(default)g)")
     p.add_argument("--pool", type=positive_int, default=None, metavar="N",
                    help="average over disjoint random pools of N items (default: one pool of all)")
     p.add_argument("--same-length", action="store_true",

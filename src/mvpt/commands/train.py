@@ -11,7 +11,7 @@ from mvpt.commands.common import (
     positive_float,
     positive_int,
 )
-from mvpt.settings import WINDOW_POLICIES, RunConfig
+from mvpt.settings import BEST_BY, WINDOW_POLICIES, RunConfig
 
 DEFAULTS = RunConfig()
 
@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model on a feature store",
         description="Train on the store's train split with symmetric InfoNCE over the batch, "
-        "validating track-level retrieval on its val split each epoch. Writes RUN/best.pt, "
+        "validating track- and segment-level retrieval on its val split each epoch. Writes "
+        "RUN/best.pt, "
         "RUN/last.pt, RUN/config.json and RUN/metrics.jsonl (one line per epoch). Under "
         "torchrun (`torchrun --nproc_per_node N -m mvpt.cli train ...`) the global batch is "
         "split over the processes.")
@@ -62,6 +63,12 @@ def add_parser(sub) -> None:
                    "length apart, when its tracks leave room, each a negative of the other's "
                    "pair (timing inside the window tells them apart); 1: one window per track "
                    "(default: 2, or 1 with --window-policy per-track)")
+    p.add_argument("--best-by", choices=BEST_BY, default=None,
+                   help="which epoch RUN/best.pt keeps, judged on the val split: r1, the best "
+                   "mean R@1 of both directions at track and segment (10 s) level, a tie going "
+                   "to the later epoch; track-r10, the best track-level mean R@10 (ties: R@1, "
+                   "then the earlier epoch; the rule before this option); last, the last epoch "
+                   "(default: r1, or a resumed run's own)")
     p.add_argument("--in-memory", action="store_true",
                    help="copy the train and val splits into memory first instead of reading "
                    "each batch from the store's memory-mapped shards (same results)")
@@ -90,6 +97,7 @@ def run(args) -> int:
         chunk_size=args.chunk_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, min_clips=args.min_clips,
         window_policy=args.window_policy, windows_per_track=args.windows_per_track,
+        best_by=args.best_by,
         in_memory=args.in_memory, precision=args.precision,
         seed=args.seed)
     if summary["world_size"] > 1 and not _is_rank0():
@@ -97,12 +105,12 @@ def run(args) -> int:
     if emit_json(args, summary):
         return 0
     final, best = summary["final"], summary["best"]
-    score = final.get("val_score")
+    r1 = final.get("val_r1_levels")
     print(f"{summary['run_dir']}: {summary['kind']} model {summary['model']!r}, "
           f"{summary['epochs']} epochs, {summary['steps']} steps, global batch "
           f"{summary['global_batch_size']} over {summary['world_size']} process(es); "
-          f"last val mean R@10 {'-' if score is None else f'{score:.3f}'}, best "
-          f"{best.get('val_score', float('nan')):.3f} at epoch {best.get('epoch')}")
+          f"last val mean R@1 (track and segment) {'-' if r1 is None else f'{r1:.3f}'}; "
+          f"best.pt: epoch {best.get('epoch')} ({summary['best_by']})")
     return 0
 
 
