@@ -56,6 +56,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "batch-64": ("batch 64 (fewer steps, more negatives)", {"batch_size": 64}, {}),
     "warmup-50": ("50 warm-up steps", {"warmup_steps": 50}, {}),
     "no-warmup": ("no warm-up (the default before defaults-v5)", {"warmup_steps": 0}, {}),
+    "best-by-track-r10": ("best.pt by track-level val R@10, ties to the earlier epoch (the "
+                          "rule before defaults-v6)", {"best_by": "track-r10"}, {}),
     "lr-3e-4": ("lr 3e-4", {"lr": 3e-4}, {}),
     "lr-3e-3": ("lr 3e-3", {"lr": 3e-3}, {}),
     "wd-0.1": ("weight decay 0.1", {"weight_decay": 0.1}, {}),
