@@ -526,6 +526,83 @@ def test_unknown_encoder():
         get_encoder("nope")
 
 
+def test_an_option_the_encoder_does_not_take_is_one_clear_error():
+    # `mvpt extract --video-weights X` with the default frame encoder (weights are CLIP's option)
+    with pytest.raises(EncoderError, match=r"'efficientnet-lite0' does not take the options "
+                                           r"\['model'\]"):
+        get_encoder("efficientnet-lite0", model="x")
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+
+def test_device_names_and_onnxruntime_providers():
+    from mvpt.encoders.base import onnx_providers, parse_device
+
+    assert [parse_device(d, encoder="e") for d in (None, "auto", " CUDA:1 ", "cpu")] == [
+        "auto", "auto", "cuda:1", "cpu"]
+    with pytest.raises(EncoderError, match="e: device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        parse_device("gpu", encoder="e")
+    cpu_only = ["CPUExecutionProvider"]
+    both = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_providers("auto", encoder="e", available=cpu_only) == cpu_only
+    assert onnx_providers("cpu", encoder="e", available=both) == cpu_only
+    assert onnx_providers("auto", encoder="e", available=both) == [
+        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    assert onnx_providers("cuda:1", encoder="e", available=both)[0] == (
+        "CUDAExecutionProvider", {"device_id": 1})
+    with pytest.raises(EncoderError, match=r"e: device 'cuda' needs an onnxruntime with CUDA "
+                                           r"\(pip install onnxruntime-gpu\)"):
+        onnx_providers("cuda", encoder="e", available=cpu_only)
+
+
+def test_torch_devices(monkeypatch):
+    import torch
+
+    from mvpt.encoders.base import torch_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert torch_device("auto", encoder="e") == "cpu" == torch_device("cpu", encoder="e")
+    with pytest.raises(EncoderError, match="e: device 'cuda:0', but this torch .* sees no CUDA GPU"):
+        torch_device("cuda:0", encoder="e")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_device("auto", encoder="e") == "cuda" and torch_device("cuda:1", encoder="e") == "cuda:1"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_the_default_encoders_on_the_cpu_device(backend):
+    frames = np.stack(list(_images().values()))
+    auto = get_encoder("efficientnet-lite0", backend=backend)
+    cpu = get_encoder("efficientnet-lite0", backend=backend, device="cpu")
+    assert auto.device == cpu.device == "cpu"  # no GPU here: auto is the CPU
+    np.testing.assert_array_equal(cpu.encode_frames(frames), auto.encode_frames(frames))
+    assert get_encoder("yamnet", device="cpu").device == "cpu"
+
+
+def _no_gpu() -> bool:
+    import onnxruntime
+    import torch
+
+    return not torch.cuda.is_available() and (
+        "CUDAExecutionProvider" not in onnxruntime.get_available_providers())
+
+
+@pytest.mark.skipif(not _no_gpu(), reason="this machine has a GPU runtime")
+def test_extract_on_a_missing_gpu_is_one_clear_error(tmp_path):
+    import wave
+
+    media = tmp_path / "a.wav"
+    with wave.open(str(media), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(np.zeros(16000 * 3, np.int16).tobytes())
+    result = subprocess.run([sys.executable, "-m", "mvpt.cli", "extract", str(media), "--out",
+                             str(tmp_path / "store"), "--device", "cuda", "--no-progress"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and not (tmp_path / "store").exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "device 'cuda'" in lines[0] and "Traceback" not in result.stderr
+
+
 def test_encoding_leaves_subnormal_floats_alone():
     """Flushing denormals speeds the frame encoder up, but the CPU flag is process-wide: it is
     set only while encoding and restored after, so later code keeps IEEE subnormals."""

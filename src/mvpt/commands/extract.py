@@ -25,6 +25,10 @@ def add_parser(sub) -> None:
                    help="local folder or hub id of the frame encoder's weights (CLIP)")
     p.add_argument("--audio-weights", default=None,
                    help="local folder or hub id of the audio encoder's weights (CLAP)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where the encoders run: auto (default) uses a GPU where the encoder's "
+                   "runtime has one (a CUDA torch, onnxruntime-gpu), else the CPU; with --engine "
+                   "ray and --gpus-per-worker each encoding worker sees its own GPUs")
     p.add_argument("--clip-seconds", type=positive_float, default=1.0,
                    help="clip length t in seconds (default 1.0)")
     p.add_argument("--max-clips", type=positive_int, default=30,
@@ -72,6 +76,9 @@ def run(args) -> int:
                       frames_per_clip=args.frames_per_clip)
     options = {"video": {"model": args.video_weights} if args.video_weights else {},
                "audio": {"model": args.audio_weights} if args.audio_weights else {}}
+    if args.device != "auto":  # (an encoder's own default; a plug-in may take no device)
+        for modality_options in options.values():
+            modality_options["device"] = args.device
     extractor = Extractor(video_encoder=args.video_encoder, audio_encoder=args.audio_encoder,
                           clip=clip, encoder_options=options)
     summary = extract(args.inputs, args.out, extractor=extractor, shard_size=args.shard_size,

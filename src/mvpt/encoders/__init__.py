@@ -9,6 +9,7 @@ A class describes itself with ``info()`` (cheap: loads no weights).
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from mvpt.encoders.base import AudioEncoder, Encoder, EncoderInfo, FrameEncoder
 from mvpt.errors import EncoderError
@@ -44,8 +45,15 @@ def encoder_class(name: str) -> type[Encoder]:
 
 
 def get_encoder(name: str, **kwargs) -> Encoder:
-    """Build the encoder registered as ``name`` (kwargs go to its class, e.g. a weights path)."""
-    return encoder_class(name)(**kwargs)
+    """Build the encoder registered as ``name`` (kwargs go to its class, e.g. a weights path);
+    an option its class does not take is an :class:`EncoderError` naming it."""
+    cls = encoder_class(name)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as exc:
+        raise EncoderError(f"encoder {name!r} does not take the options {sorted(kwargs)}: "
+                           f"{exc}") from None
+    return cls(**kwargs)
 
 
 def list_encoders() -> list[EncoderInfo]:

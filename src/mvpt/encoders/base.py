@@ -4,6 +4,12 @@ A *frame encoder* maps RGB frames to vectors; an *audio encoder* maps a mono wav
 clip bounds (seconds) to one vector per clip. Each encoder has a stable ``name``, a ``version``
 string (stored in the feature store's manifest so features of other encoders are refused), an
 output dimension and the preprocessing it expects.
+
+Devices (``device=`` of the built-in encoders, ``mvpt extract --device``): ``"auto"`` (CUDA where
+the encoder's runtime offers it, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``. The device
+is not part of an encoder's identity: features computed on a GPU differ from the CPU's only by
+float rounding, so stores made on either mix. A Ray worker given GPUs (``--gpus-per-worker``)
+sees only its own, so ``"auto"`` there encodes on that GPU.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import abc
 import contextlib
 import os
 import sys
+import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -116,6 +123,59 @@ def check_clip_bounds(clip_bounds_s: np.ndarray) -> np.ndarray:
     if not np.isfinite(bounds).all() or (bounds[:, 1] < bounds[:, 0]).any():
         raise EncoderError("clip_bounds_s must be finite with end >= start for every clip")
     return bounds
+
+
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+
+
+def parse_device(device: str | None, *, encoder: str) -> str:
+    """``device`` checked and lower-cased (None: "auto")."""
+    name = (device or "auto").strip().lower()
+    if name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise EncoderError(f"{encoder}: device must be {DEVICE_FORMS}, got {device!r}")
+
+
+def torch_device(device: str | None, *, encoder: str) -> str:
+    """The torch device an encoder on PyTorch runs on: "auto" is CUDA when torch has a GPU."""
+    import torch
+
+    name = parse_device(device, encoder=encoder)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EncoderError(f"{encoder}: device {name!r}, but this torch ({torch.__version__}) "
+                           "sees no CUDA GPU")
+    return name
+
+
+def onnx_providers(device: str | None, *, encoder: str,
+                   available: list[str] | None = None) -> list:
+    """onnxruntime execution providers for ``device`` ("auto": CUDA when this onnxruntime offers
+    it; ``available`` defaults to ``onnxruntime.get_available_providers()``)."""
+    name = parse_device(device, encoder=encoder)
+    if available is None:
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if name == "cpu" or (name == "auto" and not has_cuda):
+        return ["CPUExecutionProvider"]
+    if not has_cuda:
+        raise EncoderError(f"{encoder}: device {name!r} needs an onnxruntime with CUDA "
+                           f"(pip install onnxruntime-gpu); this one offers "
+                           f"{', '.join(available)}")
+    device_id = int(name.partition(":")[2] or 0)
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+
+
+def session_device(session) -> str:
+    """Where an onnxruntime session runs: "cuda:N", or "cpu" (also when onnxruntime fell back
+    to the CPU because CUDA would not start)."""
+    if session.get_providers()[0] == "CUDAExecutionProvider":
+        options = session.get_provider_options().get("CUDAExecutionProvider", {})
+        return f"cuda:{options.get('device_id', 0)}"
+    return "cpu"
 
 
 def cpu_thread_count() -> int:

@@ -13,7 +13,8 @@ PyTorch runtime on 2 shared cores, README "Extraction") runs that same folded ne
 the preprocessing (uint8 NHWC in, normalised) and the average pooling inside the graph; the
 export is made once and cached per user (:mod:`mvpt.encoders.onnx_cache`), keyed by the weights'
 sha256 and the torch and onnx versions, and checked against PyTorch when it is made.
-``"torch"`` runs the network in PyTorch.
+``"torch"`` runs the network in PyTorch. ``device=`` (see :mod:`mvpt.encoders.base`): "auto"
+runs on a GPU where the runtime offers one (onnxruntime-gpu's CUDA provider, a CUDA torch).
 
 Identity: the encoder's (name, version, dim), recorded in a store's manifest, names its features.
 Both runtimes compute the same float32 network and agree to float rounding (max abs difference
@@ -38,7 +39,10 @@ from mvpt.encoders.base import (
     package_version,
     cpu_thread_count,
     denormals_flushed,
+    onnx_providers,
+    session_device,
     set_torch_threads,
+    torch_device,
 )
 from mvpt.encoders.onnx_cache import cached_session
 from mvpt.fileio import sha256_of_file
@@ -135,14 +139,15 @@ def _normalised(frames):
     return frames.permute(0, 3, 1, 2).float().mul_(2.0 / 255.0).sub_(1.0)
 
 
-def _encode_torch(model, frames: np.ndarray, batch_size: int) -> np.ndarray:
+def _encode_torch(model, frames: np.ndarray, batch_size: int, device: str = "cpu") -> np.ndarray:
     import torch
 
     out = np.empty((len(frames), FEATURE_DIM), np.float32)
     with torch.inference_mode(), denormals_flushed():
         for start in range(0, len(frames), batch_size):
-            x = _normalised(torch.from_numpy(frames[start : start + batch_size]))
-            out[start : start + len(x)] = model.extract_features(x).mean(dim=(2, 3)).numpy()
+            x = _normalised(torch.from_numpy(frames[start : start + batch_size]).to(device))
+            features = model.extract_features(x).mean(dim=(2, 3))
+            out[start : start + len(x)] = features.cpu().numpy()
     return out
 
 
@@ -210,7 +215,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
         return _info()
 
     def __init__(self, *, weights_path: str | Path | None = None, batch_size: int = 32,
-                 backend: str = DEFAULT_BACKEND):
+                 backend: str = DEFAULT_BACKEND, device: str = "auto"):
         if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
             raise EncoderError(f"{NAME} needs the {ARCH_PACKAGE} package: pip install {ARCH_PACKAGE}")
         path = Path(weights_path) if weights_path else default_weights_path()
@@ -232,9 +237,12 @@ class EfficientNetLite0Encoder(FrameEncoder):
         self.onnx_path: Path | None = None  # the cached export the session runs
         if backend == "torch":
             self.threads = set_torch_threads()
-            self._model()
+            self.device = torch_device(device, encoder=NAME)
+            self._torch_model = self._model().to(self.device)
         else:
-            self._session, self.onnx_path = self._onnx_session()
+            providers = onnx_providers(device, encoder=NAME)
+            self._session, self.onnx_path = self._onnx_session(providers)
+            self.device = session_device(self._session)
 
     def preprocessing(self) -> dict:
         return {"image_size": list(self.image_size), "resize_mode": self.resize_mode,
@@ -257,7 +265,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
                                f"got {frames.dtype} {frames.shape}")
         if self._session is not None:
             return self._encode_onnx(frames)
-        return _encode_torch(self._model(), frames, self.batch_size)
+        return _encode_torch(self._model(), frames, self.batch_size, self.device)
 
     def _encode_onnx(self, frames: np.ndarray) -> np.ndarray:
         out = np.empty((len(frames), FEATURE_DIM), np.float32)
@@ -273,12 +281,13 @@ class EfficientNetLite0Encoder(FrameEncoder):
             self._torch_model = _load_model(self._weights_path)
         return self._torch_model
 
-    def _onnx_session(self):
+    def _onnx_session(self, providers: list):
         from importlib.metadata import version
 
         key = {"weights_sha256": sha256_of_file(self._weights_path), "torch": version("torch"),
                "onnx": version("onnx"), "export_revision": _EXPORT_REVISION}
-        return cached_session(NAME, key, lambda: _export_onnx(self._model()), threads=self.threads)
+        return cached_session(NAME, key, lambda: _export_onnx(self._model()), threads=self.threads,
+                              providers=providers)
 
     def flops_per_frame(self) -> int:
         """Multiply-adds x 2 of the convolutions for one 224x224 frame (counted on a forward pass)."""
@@ -294,7 +303,8 @@ class EfficientNetLite0Encoder(FrameEncoder):
         convs = [m for m in self._model().modules() if isinstance(m, torch.nn.Conv2d)]
         handles = [m.register_forward_hook(count) for m in convs]
         try:
-            _encode_torch(self._model(), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), 1)
+            _encode_torch(self._model(), np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), 1,
+                          self.device if self.backend == "torch" else "cpu")
         finally:
             for handle in handles:
                 handle.remove()

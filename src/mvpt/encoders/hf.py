@@ -34,6 +34,7 @@ from mvpt.encoders.base import (
     check_mono_wave,
     denormals_flushed,
     set_torch_threads,
+    torch_device,
 )
 from mvpt.errors import EncoderError
 
@@ -140,10 +141,11 @@ def _licence(ref: str) -> str:
 
 
 def _load_tower(encoder, *, model: str | Path | None, batch_size: int, model_class: str, tower: str,
-                env_var: str, default_id: str):
-    """Load ``transformers.<model_class>`` for ``encoder`` and set its common attributes; returns
-    the tower's config."""
+                env_var: str, default_id: str, device: str):
+    """Load ``transformers.<model_class>`` for ``encoder`` onto ``device`` and set its common
+    attributes; returns the tower's config."""
     what = encoder.name.upper()
+    encoder.device = torch_device(device, encoder=encoder.name)
     if batch_size < 1:
         raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
     if importlib.util.find_spec("transformers") is None:
@@ -156,7 +158,8 @@ def _load_tower(encoder, *, model: str | Path | None, batch_size: int, model_cla
 
     config = _tower_config(encoder.model_ref, what=what, tower=tower)
     loader = getattr(transformers, model_class).from_pretrained
-    encoder._model = _from_pretrained(loader, encoder.model_ref, what=what, config=config).eval()
+    encoder._model = _from_pretrained(loader, encoder.model_ref, what=what,
+                                      config=config).eval().to(encoder.device)
     encoder.batch_size = batch_size
     encoder.dim = int(config.projection_dim)
     encoder.version = _version(encoder.model_ref)
@@ -190,11 +193,12 @@ class ClipEncoder(FrameEncoder):
     def info(cls) -> EncoderInfo:
         return _clip_info()
 
-    def __init__(self, *, model: str | Path | None = None, batch_size: int = 32):
+    def __init__(self, *, model: str | Path | None = None, batch_size: int = 32, device: str = "auto"):
         import torch
 
         config = _load_tower(self, model=model, batch_size=batch_size, model_class="CLIPVisionModelWithProjection",
-                             tower="vision_config", env_var="MVPT_CLIP_MODEL", default_id=CLIP_DEFAULT_ID)
+                             tower="vision_config", env_var="MVPT_CLIP_MODEL", default_id=CLIP_DEFAULT_ID,
+                             device=device)
         self.image_size = (int(config.image_size), int(config.image_size))
         mean, std = _clip_mean_std(self.model_ref)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -230,9 +234,9 @@ class ClipEncoder(FrameEncoder):
         out = np.empty((len(frames), self.dim), np.float32)
         with torch.inference_mode(), denormals_flushed():
             for start in range(0, len(frames), self.batch_size):
-                pixels = self._pixels(frames[start : start + self.batch_size])
+                pixels = self._pixels(frames[start : start + self.batch_size]).to(self.device)
                 embeds = self._model(pixel_values=pixels).image_embeds
-                out[start : start + len(pixels)] = _l2_normalise(embeds).numpy()
+                out[start : start + len(pixels)] = _l2_normalise(embeds).cpu().numpy()
         return out
 
 
@@ -261,9 +265,10 @@ class ClapEncoder(AudioEncoder):
     def info(cls) -> EncoderInfo:
         return _clap_info()
 
-    def __init__(self, *, model: str | Path | None = None, batch_size: int = 8):
+    def __init__(self, *, model: str | Path | None = None, batch_size: int = 8, device: str = "auto"):
         config = _load_tower(self, model=model, batch_size=batch_size, model_class="ClapAudioModelWithProjection",
-                             tower="audio_config", env_var="MVPT_CLAP_MODEL", default_id=CLAP_DEFAULT_ID)
+                             tower="audio_config", env_var="MVPT_CLAP_MODEL", default_id=CLAP_DEFAULT_ID,
+                             device=device)
         self._extractor = _clap_feature_extractor(self.model_ref, config)
         self._truncation = "fusion" if config.enable_fusion else "rand_trunc"
         self.sample_rate_hz = int(self._extractor.sampling_rate)
@@ -298,9 +303,11 @@ class ClapEncoder(AudioEncoder):
                 batch = pieces[start : start + self.batch_size]
                 features = self._extractor(batch, sampling_rate=self.sample_rate_hz, truncation=self._truncation,
                                            return_tensors="pt")
-                not_longer = torch.zeros((len(batch), 1), dtype=torch.bool)  # every clip fits: no fusion crops
-                embeds = self._model(input_features=features["input_features"].float(), is_longer=not_longer)
-                out[start : start + len(batch)] = _l2_normalise(embeds.audio_embeds).numpy()
+                not_longer = torch.zeros((len(batch), 1), dtype=torch.bool,
+                                         device=self.device)  # every clip fits: no fusion crops
+                embeds = self._model(input_features=features["input_features"].float().to(self.device),
+                                     is_longer=not_longer)
+                out[start : start + len(batch)] = _l2_normalise(embeds.audio_embeds).cpu().numpy()
         return {"embedding": out}
 
 

@@ -63,29 +63,30 @@ def _save(path: Path, data: bytes) -> None:
 
 
 def cached_session(name: str, key: dict, export: Callable[[], bytes], *, threads: int,
-                   folder: Path | None = None):
-    """An onnxruntime CPU session over the cached export of ``name`` for ``key``; ``export()``
-    returns the ONNX bytes and runs only when the cached file is missing, damaged or refused.
-    Returns (session, path of the cached file)."""
+                   folder: Path | None = None, providers: list | None = None):
+    """An onnxruntime session over the cached export of ``name`` for ``key`` (on ``providers``,
+    default the CPU); ``export()`` returns the ONNX bytes and runs only when the cached file is
+    missing, damaged or refused. Returns (session, path of the cached file)."""
     path = cached_file(name, key, folder)
     data = _read_verified(path)
     if data is not None:
         try:
-            return cpu_session(data, threads=threads), path
+            return cpu_session(data, threads=threads, providers=providers), path
         except EncoderError:
             pass  # a file onnxruntime refuses is exported again
     data = export()
     _save(path, data)
     try:
-        return cpu_session(data, threads=threads), path
+        return cpu_session(data, threads=threads, providers=providers), path
     except EncoderError as exc:
         raise EncoderError(f"{path}: onnxruntime cannot load the fresh ONNX export of {name} "
                            f"({exc})") from None
 
 
-def cpu_session(model: bytes | str | Path, *, threads: int):
-    """An onnxruntime session on the CPU with ``threads`` intra-op threads (spinning as
-    :data:`ALLOW_SPINNING` says)."""
+def cpu_session(model: bytes | str | Path, *, threads: int, providers: list | None = None):
+    """An onnxruntime session with ``threads`` intra-op threads for its CPU work (spinning as
+    :data:`ALLOW_SPINNING` says), on ``providers`` (default: the CPU alone; see
+    :func:`mvpt.encoders.base.onnx_providers`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -96,7 +97,8 @@ def cpu_session(model: bytes | str | Path, *, threads: int):
                                     "1" if ALLOW_SPINNING else "0")
     source = str(model) if isinstance(model, Path) else model
     try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, options,
+                                    providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / RuntimeError
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EncoderError(f"onnxruntime refused the model: {reason}") from None

