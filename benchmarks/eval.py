@@ -11,7 +11,8 @@ allocates (tracemalloc; comparable with figures of earlier versions), and "resid
 of the process's peak resident set (VmHWM, reset before the call) over its size at the call,
 which also sees BLAS and thread buffers but not memory reused from earlier calls. At the
 smallest size, the same call with one block holding every query (the whole n x n matrix) checks
-that blocking changes no metric.
+that blocking changes no metric. Up to `--numpy-max` items the same call also runs with numpy's
+counting (`MVPT_EVAL_KERNEL=numpy`, the counting before the compiled kernel) beside it.
 
     python benchmarks/eval.py                       # pools of 10,000 and 100,000 (minutes)
     python benchmarks/eval.py --sizes 2000 --block-size 512
@@ -99,6 +100,8 @@ def main() -> None:
                         help=f"queries and candidates per square block (default {BLOCK_SIZE})")
     parser.add_argument("--reference-rows", type=int, default=10_000,
                         help="query rows of the plain matmul reference (default 10,000)")
+    parser.add_argument("--numpy-max", type=int, default=20_000,
+                        help="largest pool also timed with numpy's counting (default 20,000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -121,6 +124,17 @@ def main() -> None:
         row("blocked", n, wall, cpu, peak, _rates(flop, wall, cpu), blocked)
         print(f"| ratio to the plain matmul | | | | | x{mm_wall * flop / (wall * mm_flop):.2f} / "
               f"x{mm_cpu * flop / (cpu * mm_flop):.2f} | | |", flush=True)
+        if n <= args.numpy_max:
+            os.environ["MVPT_EVAL_KERNEL"] = "numpy"
+            try:
+                numpy_run = timed(lambda: retrieval_metrics(video, music,
+                                                            block_size=args.block_size))
+            finally:
+                del os.environ["MVPT_EVAL_KERNEL"]
+            row("blocked, numpy counting (before)", n, *numpy_run[:3],
+                _rates(flop, *numpy_run[:2]), numpy_run[3])
+            if numpy_run[3] != blocked:
+                print(f"\nat {n:,}: the two countings give OTHER metrics\n")
         if n == smallest:
             same = timed(lambda: retrieval_metrics(video, music, block_size=args.block_size,
                                                    lengths=lengths, same_length=True))

@@ -114,6 +114,27 @@ def test_blocked_equals_unblocked(rng, block_size):
             retrieval_metrics(video, music, block_size=10_000)
 
 
+@pytest.mark.parametrize("block_size", [7, 89, 1000])
+def test_compiled_counting_equals_numpy_counting(rng, block_size, monkeypatch):
+    """The compiled one-pass counting and numpy's tiles count the same (ties, tracks, extras)."""
+    from mvpt import eval as eval_module
+
+    video, music = quantised_pairs(rng)
+    tracks = np.arange(len(video)) // 3
+    extras = quantised_pairs(np.random.default_rng(5))
+    kwargs = {"extra_video": extras[0][:50], "extra_music": extras[1][:70], "tracks": tracks,
+              "block_size": block_size}
+    assert eval_module._count_kernels() is not None
+    compiled = pair_rank_counts(video, music, **kwargs)
+    monkeypatch.setenv("MVPT_EVAL_KERNEL", "numpy")
+    assert eval_module._count_kernels() is None
+    reference = pair_rank_counts(video, music, **kwargs)
+    for d in DIRECTIONS:
+        assert sum(reference[d][1]) > 0  # ties are there to count
+        np.testing.assert_array_equal(compiled[d][0], reference[d][0])
+        np.testing.assert_array_equal(compiled[d][1], reference[d][1])
+
+
 def test_constant_embeddings_score_chance_exactly():
     n = 40
     video = np.ones((n, 8), np.float32) / np.sqrt(8)

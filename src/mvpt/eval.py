@@ -12,8 +12,9 @@ Similarities are dot products (cosine for the L2-normalised embeddings the model
 are computed as square blocks of ``block_size`` x ``block_size`` scores by one matrix product
 (BLAS), each block serving both directions (video rows, music columns), and counted in place
 against each query's correct score (from the diagonal block of the same product): memory is
-O(block_size^2), never pool x pool. Another scoring plugs in through :func:`count_ranks` (see
-:class:`DotScores`). ``same_length=True`` keeps only candidates with as many clips as the query
+O(block_size^2), never pool x pool; the counting is one compiled pass over each block (numba;
+``MVPT_EVAL_KERNEL=numpy`` or a missing numba counts with numpy, a few times slower, same
+counts). Another scoring plugs in through :func:`count_ranks` (see :class:`DotScores`). ``same_length=True`` keeps only candidates with as many clips as the query
 (the length-shortcut control of appendix C.6). ``pool=N`` averages the metrics over disjoint random
 pools of N items. ``tracks`` leaves out the other items of a query's own track; extra candidates
 compete without being queries.
@@ -337,6 +338,10 @@ class _RankCounter:
               row_direction: str = "video_to_music") -> None:
         """Add the block's candidates of the queries of its rows (``row_direction``) and, given
         ``cols``, of the queries of its columns (music to video)."""
+        kernels = _count_kernels()
+        if kernels is not None:
+            self._count_compiled(kernels, block, rows, cols, row_direction)
+            return
         step = max(1, min(MAX_TILE_ROWS, TILE_SCORES // block.shape[1]))
         tiles = np.array_split(np.arange(0, len(block), step), len(self.lanes))
         if cols is not None:
@@ -354,6 +359,28 @@ class _RankCounter:
 
         jobs = [self.pool.submit(run, lane, starts)
                 for lane, starts in zip(self.lanes, tiles) if len(starts)]
+        for job in jobs:
+            job.result()
+
+    def _count_compiled(self, kernels, block, rows: slice, cols: slice | None,
+                        row_direction: str) -> None:
+        """The same counts in one compiled pass: each lane a band of the block's rows."""
+        count_rows, count_both = kernels
+        edges = np.linspace(0, len(block), len(self.lanes) + 1).astype(int)
+
+        def run(lane, lo, hi):
+            queries = slice(rows.start + lo, rows.start + hi)
+            row_args = (self.upper[row_direction][queries], self.lower[row_direction][queries],
+                        lane.better[row_direction][queries], lane.at_least[row_direction][queries])
+            if cols is None:
+                count_rows(block[lo:hi], *row_args)
+            else:
+                d = "music_to_video"
+                count_both(block[lo:hi], *row_args, self.upper[d][cols], self.lower[d][cols],
+                           lane.better[d][cols], lane.at_least[d][cols])
+
+        jobs = [self.pool.submit(run, lane, lo, hi)
+                for lane, lo, hi in zip(self.lanes, edges[:-1], edges[1:]) if hi > lo]
         for job in jobs:
             job.result()
 
@@ -386,6 +413,58 @@ class _Lane:
                 limit = counter.column_limits[name][:tile.size].reshape(tile.shape)
                 compare(tile, limit, out=mask)
                 total[direction][queries] += mask.view(np.uint8).sum(axis=0, dtype=np.uint8)
+
+
+_KERNELS: list = []  # [(count_rows, count_both) or None], compiled on first use
+
+
+def _count_kernels():
+    """The compiled counting kernels, or None: numba missing, or ``MVPT_EVAL_KERNEL=numpy``.
+    They release the GIL, so the lanes' threads count in parallel; numba caches the machine
+    code on disk (``NUMBA_CACHE_DIR``), so only the first process compiles (a few seconds)."""
+    if os.environ.get("MVPT_EVAL_KERNEL", "").lower() == "numpy":
+        return None
+    if not _KERNELS:
+        try:
+            import numba
+        except ImportError:
+            _KERNELS.append(None)
+        else:
+            _KERNELS.append(_compile_kernels(numba))
+    return _KERNELS[0]
+
+
+def _compile_kernels(numba):
+    @numba.njit(nogil=True, cache=True)
+    def count_rows(tile, upper, lower, better, at_least):
+        """Row i's scores above upper[i] (better) and at or above lower[i] (at_least)."""
+        for i in range(tile.shape[0]):
+            high, low = upper[i], lower[i]
+            above = at_or_above = 0
+            for j in range(tile.shape[1]):
+                score = tile[i, j]
+                above += score > high
+                at_or_above += score >= low
+            better[i] += above
+            at_least[i] += at_or_above
+
+    @numba.njit(nogil=True, cache=True)
+    def count_both(tile, upper, lower, better, at_least, col_upper, col_lower, col_better,
+                   col_at_least):
+        """count_rows, and the same for each column j against col_upper[j], col_lower[j]."""
+        for i in range(tile.shape[0]):
+            high, low = upper[i], lower[i]
+            above = at_or_above = 0
+            for j in range(tile.shape[1]):
+                score = tile[i, j]
+                above += score > high
+                at_or_above += score >= low
+                col_better[j] += score > col_upper[j]
+                col_at_least[j] += score >= col_lower[j]
+            better[i] += above
+            at_least[i] += at_or_above
+
+    return count_rows, count_both
 
 
 def _runs(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
