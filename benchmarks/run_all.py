@@ -105,13 +105,18 @@ def parse_eval(out: str, data: dict | None) -> list[tuple]:
     rows, ratios = [], [r for r in markdown_rows(out)
                         if r.get("case") == "ratio to the plain matmul"]
     blocked = [r for r in markdown_rows(out) if r.get("case") == "blocked"]
+    numpy_counting = {r.get("pool"): r for r in markdown_rows(out)
+                      if r.get("case") == "blocked, numpy counting (before)"}
     for k, r in enumerate(blocked):
         ratio = ratios[k].get("GFLOP/s wall / CPU-s") if k < len(ratios) else None
         peak = r.get("peak MiB traced / resident", r.get("peak MiB"))
+        before = numpy_counting.get(r.get("pool"))
         rows.append((f"eval, pool {r.get('pool')}: wall s / CPU s",
                      f"{r.get('wall s')} / {r.get('CPU s')}",
                      f"{ratio or 'n/a'} of a plain matmul's FLOP/s (wall / CPU); "
-                     f"peak {peak} MiB traced / resident"))
+                     f"peak {peak} MiB traced / resident"
+                     + (f"; numpy's counting {before.get('wall s')} / {before.get('CPU s')}"
+                        if before else "")))
     return rows or [("eval", None, "")]
 
 

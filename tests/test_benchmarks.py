@@ -43,10 +43,13 @@ def test_eval_and_train_memory_rows_carry_their_same_run_references():
                 "|---|---:|---:|---:|---:|---:|---:|---:|\n"
                 "| plain matmul (10,000 rows) | 100,000 | 14.99 | 9.13 | | 34.2 / 56.1 | | |\n"
                 "| blocked | 100,000 | 178.10 | 140.33 | 84 / 88 | 28.7 / 36.5 | 33.06 | 5 |\n"
-                "| ratio to the plain matmul | | | | | x0.84 / x0.65 | | |\n")
+                "| ratio to the plain matmul | | | | | x0.84 / x0.65 | | |\n"
+                "| blocked, numpy counting (before) | 100,000 | 250.00 | 190.50 | 84 / 88 | "
+                "20.5 / 26.9 | 33.06 | 5 |\n")
     [(figure, value, beside)] = run_all.parse_eval(eval_out, None)
     assert (figure, value) == ("eval, pool 100,000: wall s / CPU s", "178.10 / 140.33")
     assert beside.startswith("x0.84 / x0.65 of a plain matmul") and "84 / 88 MiB" in beside
+    assert beside.endswith("numpy's counting 250.00 / 190.50")
     memory_out = ("| store | mode | peak RSS MB | tracks/s |\n|---|---|---:|---:|\n"
                   "| 1x | streamed | 586 | 9.1 |\n| 8x | streamed | 660 | 8.8 |\n"
                   "| 1x | in-memory | 653 | 10.0 |\n"
