@@ -302,10 +302,11 @@ def _usable_cpus() -> int:
 class _RankCounter:
     """Counts, for each query, the candidates above its upper threshold (correct score +
     tolerance) and at or above its lower one (correct - tolerance), in place: blocks of scores
-    in one reused buffer, compared a cache-sized tile at a time, the tiles shared out among
-    lanes (one per thread, each with its own mask and totals).
+    in one reused buffer, shared out among lanes (one per thread, each with its own totals).
+    The compiled kernel counts a lane's band of rows in one pass; without it, numpy compares a
+    cache-sized tile at a time (each lane with its own mask).
 
-    A tile has at most 255 rows, so a column's count within a tile fits a byte (summed without
+    With numpy, a tile has at most 255 rows, so a column's count within a tile fits a byte (summed without
     widening); the column queries' thresholds are laid out as a tile-shaped array once per
     block, because numpy compares a tile with a broadcast row of thresholds much slower
     than with an array of its own shape (5-10x, measured with numpy 2.4)."""
@@ -319,6 +320,8 @@ class _RankCounter:
                               "lower": np.empty(tile_size, np.float32)}
         self.lanes = [_Lane(n, mask_size=tile_size) for _ in range(threads)]
         self.pool = pool
+        # the compiled kernel's column arguments when it counts rows only
+        self._no_columns = (np.empty(0, np.float32),) * 2 + (np.empty(0, np.int64),) * 2
 
     def block(self, rows: slice, cols: slice) -> np.ndarray:
         shape = (rows.stop - rows.start, cols.stop - cols.start)
@@ -338,9 +341,9 @@ class _RankCounter:
               row_direction: str = "video_to_music") -> None:
         """Add the block's candidates of the queries of its rows (``row_direction``) and, given
         ``cols``, of the queries of its columns (music to video)."""
-        kernels = _count_kernels()
-        if kernels is not None:
-            self._count_compiled(kernels, block, rows, cols, row_direction)
+        kernel = _count_kernels()
+        if kernel is not None:
+            self._count_compiled(kernel, block, rows, cols, row_direction)
             return
         step = max(1, min(MAX_TILE_ROWS, TILE_SCORES // block.shape[1]))
         tiles = np.array_split(np.arange(0, len(block), step), len(self.lanes))
@@ -362,22 +365,20 @@ class _RankCounter:
         for job in jobs:
             job.result()
 
-    def _count_compiled(self, kernels, block, rows: slice, cols: slice | None,
+    def _count_compiled(self, kernel, block, rows: slice, cols: slice | None,
                         row_direction: str) -> None:
         """The same counts in one compiled pass: each lane a band of the block's rows."""
-        count_rows, count_both = kernels
         edges = np.linspace(0, len(block), len(self.lanes) + 1).astype(int)
+        d = "music_to_video"  # the columns' queries, when counted
 
         def run(lane, lo, hi):
             queries = slice(rows.start + lo, rows.start + hi)
-            row_args = (self.upper[row_direction][queries], self.lower[row_direction][queries],
-                        lane.better[row_direction][queries], lane.at_least[row_direction][queries])
-            if cols is None:
-                count_rows(block[lo:hi], *row_args)
-            else:
-                d = "music_to_video"
-                count_both(block[lo:hi], *row_args, self.upper[d][cols], self.lower[d][cols],
-                           lane.better[d][cols], lane.at_least[d][cols])
+            columns = (() if cols is None else (self.upper[d][cols], self.lower[d][cols],
+                                                lane.better[d][cols], lane.at_least[d][cols]))
+            kernel(block[lo:hi], self.upper[row_direction][queries],
+                   self.lower[row_direction][queries], lane.better[row_direction][queries],
+                   lane.at_least[row_direction][queries], cols is not None,
+                   *(columns or self._no_columns))
 
         jobs = [self.pool.submit(run, lane, lo, hi)
                 for lane, lo, hi in zip(self.lanes, edges[:-1], edges[1:]) if hi > lo]
@@ -415,11 +416,11 @@ class _Lane:
                 total[direction][queries] += mask.view(np.uint8).sum(axis=0, dtype=np.uint8)
 
 
-_KERNELS: list = []  # [(count_rows, count_both) or None], compiled on first use
+_KERNELS: list = []  # [the counting kernel, or None], compiled on first use
 
 
 def _count_kernels():
-    """The compiled counting kernels, or None: numba missing, or ``MVPT_EVAL_KERNEL=numpy``.
+    """The compiled counting kernel, or None: numba missing, or ``MVPT_EVAL_KERNEL=numpy``.
     They release the GIL, so the lanes' threads count in parallel; numba caches the machine
     code on disk (``NUMBA_CACHE_DIR``), so only the first process compiles (a few seconds)."""
     if os.environ.get("MVPT_EVAL_KERNEL", "").lower() == "numpy":
@@ -436,8 +437,10 @@ def _count_kernels():
 
 def _compile_kernels(numba):
     @numba.njit(nogil=True, cache=True)
-    def count_rows(tile, upper, lower, better, at_least):
-        """Row i's scores above upper[i] (better) and at or above lower[i] (at_least)."""
+    def count_tile(tile, upper, lower, better, at_least, columns, col_upper, col_lower,
+                   col_better, col_at_least):
+        """Row i's scores above upper[i] (better) and at or above lower[i] (at_least); with
+        ``columns``, the same for each column j against col_upper[j] and col_lower[j]."""
         for i in range(tile.shape[0]):
             high, low = upper[i], lower[i]
             above = at_or_above = 0
@@ -445,26 +448,13 @@ def _compile_kernels(numba):
                 score = tile[i, j]
                 above += score > high
                 at_or_above += score >= low
+                if columns:
+                    col_better[j] += score > col_upper[j]
+                    col_at_least[j] += score >= col_lower[j]
             better[i] += above
             at_least[i] += at_or_above
 
-    @numba.njit(nogil=True, cache=True)
-    def count_both(tile, upper, lower, better, at_least, col_upper, col_lower, col_better,
-                   col_at_least):
-        """count_rows, and the same for each column j against col_upper[j], col_lower[j]."""
-        for i in range(tile.shape[0]):
-            high, low = upper[i], lower[i]
-            above = at_or_above = 0
-            for j in range(tile.shape[1]):
-                score = tile[i, j]
-                above += score > high
-                at_or_above += score >= low
-                col_better[j] += score > col_upper[j]
-                col_at_least[j] += score >= col_lower[j]
-            better[i] += above
-            at_least[i] += at_or_above
-
-    return count_rows, count_both
+    return count_tile
 
 
 def _runs(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
