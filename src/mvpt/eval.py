@@ -14,8 +14,9 @@ are computed as square blocks of ``block_size`` x ``block_size`` scores by one m
 against each query's correct score (from the diagonal block of the same product): memory is
 O(block_size^2), never pool x pool; the counting is one compiled pass over each block (numba;
 ``MVPT_EVAL_KERNEL=numpy`` or a missing numba counts with numpy, a few times slower, same
-counts). Another scoring plugs in through :func:`count_ranks` (see :class:`DotScores`). ``same_length=True`` keeps only candidates with as many clips as the query
-(the length-shortcut control of appendix C.6). ``pool=N`` averages the metrics over disjoint random
+counts). Another scoring plugs in through :func:`count_ranks` (see :class:`DotScores`).
+``same_length=True`` keeps only candidates with as many clips as the query (the length-shortcut
+control of appendix C.6). ``pool=N`` averages the metrics over disjoint random
 pools of N items. ``tracks`` leaves out the other items of a query's own track; extra candidates
 compete without being queries.
 

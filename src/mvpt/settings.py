@@ -44,7 +44,7 @@ class RunConfig:
     # window length, 1 with "per-track" (whose lengths differ inside a batch).
     windows_per_track: int | None = None
     # Which epoch best.pt keeps, judged on the val split: "r1", the best mean R@1 of both
-    # directions at track and segment level (segments of clips.SEGMENT_S), a tie going to the
+    # directions at track and segment level (segments of SEGMENT_S seconds), a tie going to the
     # later epoch; "track-r10", the best track-level mean R@10, ties by R@1 then the earlier
     # epoch (runs started before the setting); "last", the last epoch. None: "r1" (a resumed run
     # keeps its own). A track-level R@10 saturates on a small val split, so that rule kept the

@@ -447,8 +447,8 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
     fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, min_clips,
-    window_policy, windows_per_track, best_by, chunk_size, precision, seed). ``model_overrides`` replace
-    model config fields.
+    window_policy, windows_per_track, best_by, chunk_size, precision, seed). ``model_overrides``
+    replace model config fields.
     ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
     epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
     shards; ``in_memory`` copies each split into memory first instead (same results). Returns a
@@ -533,8 +533,8 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
 
 
 def _segment_clips(store: FeatureStore, *, max_clips: int) -> int | None:
-    """Clips of a validation segment (clips.SEGMENT_S seconds), None where one would not fit
-    the model's window."""
+    """Clips of a validation segment (SEGMENT_S seconds), None where one would not fit the
+    model's window."""
     clips = int(round(SEGMENT_S / float(store.manifest.get("clip_s", 1.0))))
     return clips if 1 <= clips <= max_clips else None
 

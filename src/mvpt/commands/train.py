@@ -21,8 +21,7 @@ def add_parser(sub) -> None:
         "train", help="train a model on a feature store",
         description="Train on the store's train split with symmetric InfoNCE over the batch, "
         "validating track- and segment-level retrieval on its val split each epoch. Writes "
-        "RUN/best.pt, "
-        "RUN/last.pt, RUN/config.json and RUN/metrics.jsonl (one line per epoch). Under "
+        "RUN/best.pt, RUN/last.pt, RUN/config.json and RUN/metrics.jsonl (one line per epoch). Under "
         "torchrun (`torchrun --nproc_per_node N -m mvpt.cli train ...`) the global batch is "
         "split over the processes.")
     p.add_argument("store", metavar="STORE", help="feature store folder (from `mvpt extract`)")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import sys
 import re
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
