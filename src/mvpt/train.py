@@ -716,10 +716,10 @@ def _train_epochs(run: _Run, *, progress: bool) -> None:
             for batch in batches:
                 losses.append(_optimizer_step(run, batch.to(ctx.device)))
                 bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R10=_last_score(run))
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", val_R1=_last_score(run))
         _end_epoch(run, epoch=epoch, loss=float(np.mean(losses)),
                    seconds=time.perf_counter() - started, window_clips=float(plan[2].mean()))
-        bar.set_postfix(loss=f"{run.history[-1]['loss']:.3f}", val_R10=_last_score(run))
+        bar.set_postfix(loss=f"{run.history[-1]['loss']:.3f}", val_R1=_last_score(run))
     bar.close()
 
 
@@ -735,7 +735,7 @@ def _local_batches(run: _Run, tracks: np.ndarray, starts: np.ndarray, lengths: n
 
 
 def _last_score(run: _Run) -> str:
-    score = run.history[-1].get("val_score") if run.history else None
+    score = run.history[-1].get("val_r1_levels") if run.history else None
     return "-" if score is None else f"{score:.3f}"
 
 
