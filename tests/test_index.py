@@ -365,3 +365,37 @@ def test_mean_scoring_ranks_by_the_mean_over_all_pairs(rng):
                                                         abs=1e-5)
     with pytest.raises(UsageError, match="scoring must be one of max, mean"):
         index.search(queries, scoring="median")
+
+
+def _item_vectors(index_dir, item_id: str) -> np.ndarray:
+    """The window vectors of ``item_id`` in the index at ``index_dir``, in start order."""
+    from mvpt.index import all_vectors
+
+    index = open_index(index_dir)
+    ids, vectors = all_vectors(index.faiss_index)
+    by_id = dict(zip(ids.tolist(), vectors))
+    rows = index.table[index.table["item_id"] == item_id].sort_values("start_s")
+    return np.stack([by_id[v] for v in rows["vector_id"]])
+
+
+def test_index_on_a_chosen_device(tmp_path, tiny_index, capsys):
+    """``--device cpu`` builds the same vectors as the default (auto is the CPU here); a device
+    this machine lacks, or a misspelt one, is one line, before the index folder is made."""
+    import torch
+
+    run, table = tiny_index.parent / "run", open_index(tiny_index).table
+    item, track = table["item_id"].iloc[0], table["source_path"].iloc[0]
+    out = tmp_path / "on-cpu"
+    done = run_cli(capsys, "index", run, track, "--out", out, "--window-seconds", "4",
+                   "--stride-seconds", "2", "--device", "cpu", "--no-progress",
+                   "--decode-workers", "0")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(_item_vectors(out, item), _item_vectors(tiny_index, item),
+                               atol=1e-5)
+    wrong = ["gpu"] + (["cuda"] if not torch.cuda.is_available() else [])
+    for device in wrong:
+        done = run_cli(capsys, "index", run, track, "--out", tmp_path / device, "--device",
+                       device, "--no-progress")
+        assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert f"device {device!r}" in done.stderr or f"got {device!r}" in done.stderr
+        assert not (tmp_path / device).exists()

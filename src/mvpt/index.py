@@ -514,6 +514,7 @@ def build_index(
     shard_size: int = 16,
     decode_workers: int = 1,
     engine=None,
+    device: str = "auto",
 ) -> IndexSummary:
     """Extract ``media`` into ``out``/store and add the items not yet indexed to the index at
     ``out``, with ``run`` (a :class:`~mvpt.run.Run` or its folder, loaded at ``which``).
@@ -521,16 +522,19 @@ def build_index(
     input (K x t), a third of that, and "exact"; changing them for an existing index is refused
     (use :func:`rebuild_index` for the kind). ``modality`` is "music" (audio of audio files and
     videos alike) or "video". Media paths are recorded absolute and resolved. ``engine`` runs
-    the extraction (see :func:`mvpt.extract.extract`; e.g. a Ray cluster)."""
+    the extraction (see :func:`mvpt.extract.extract`; e.g. a Ray cluster). ``device`` (auto,
+    cpu, cuda, cuda:N) is where the run's model and the encoders run (auto: a GPU when there is
+    one); a run given as a :class:`~mvpt.run.Run` keeps its own device for the model."""
+    from mvpt.encoders.base import torch_device
     from mvpt.extract import collect_items, extract
 
     out, media = Path(out), list(media)
     mod = store_modality(modality)
-    run = Run.coerce(run, which=which)
+    run = Run.coerce(run, which=which, device=torch_device(device, encoder=f"index {out}"))
     manifest = _manifest_for(out, run, modality, window_s, stride_s, kind)
-    extract_summary = extract(media, out / STORE_NAME, extractor=run.extractor(mod),
-                              shard_size=shard_size, decode_workers=decode_workers,
-                              progress=progress, engine=engine)
+    extractor = run.extractor(mod, device=device)
+    extract_summary = extract(media, out / STORE_NAME, extractor=extractor, shard_size=shard_size,
+                              decode_workers=decode_workers, progress=progress, engine=engine)
     state = _State.load(out, manifest, run)
     requested = {it.id for it in collect_items(media)}
     rows = FeatureStore.open(out / STORE_NAME).rows(status="done")

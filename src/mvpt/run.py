@@ -84,9 +84,10 @@ class Run:
                    metrics=metrics, device=str(device))
 
     @classmethod
-    def coerce(cls, run, *, which: str = "best") -> Run:
-        """``run`` itself when it is a Run, else the run loaded from that path."""
-        return run if isinstance(run, Run) else cls.load(run, which=which)
+    def coerce(cls, run, *, which: str = "best", device: str = "cpu") -> Run:
+        """``run`` itself when it is a Run (on its own device), else the run loaded from that
+        path onto ``device``."""
+        return run if isinstance(run, Run) else cls.load(run, which=which, device=device)
 
     # -------------------------------------------------------------------------- facts
     @property
@@ -133,15 +134,16 @@ class Run:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def extractor(self, modality: str):
+    def extractor(self, modality: str, *, device: str = "auto"):
         """An :class:`~mvpt.extract.Extractor` of raw media for ``modality`` ("video" or
-        "audio") with the run's encoder and clip length; made once per run (weights load once).
-        Refused when this mvpt builds another version of the encoder than the run's."""
-        if modality not in self._extractors:
-            self._extractors[modality] = self._new_extractor(modality)
-        return self._extractors[modality]
+        "audio") with the run's encoder and clip length, its encoder on ``device`` (auto: the
+        encoder's own choice, a GPU when there is one); made once per run and device (weights
+        load once). Refused when this mvpt builds another version of the encoder than the run's."""
+        if (modality, device) not in self._extractors:
+            self._extractors[modality, device] = self._new_extractor(modality, device)
+        return self._extractors[modality, device]
 
-    def _new_extractor(self, modality: str):
+    def _new_extractor(self, modality: str, device: str = "auto"):
         from mvpt.clips import ClipConfig
         from mvpt.extract import Extractor
 
@@ -152,8 +154,10 @@ class Run:
             raise ModelError(f"{self.folder}: the run has no {modality} encoder in its manifest")
         clip = ClipConfig(clip_s=self.clip_s, max_clips=self.max_clips,
                           frames_per_clip=self.clip_spec.frames_per_clip)
+        # "auto" is each encoder's default; an encoder that takes no device takes only that
+        options = {modality: {"device": device}} if device != "auto" else None
         extractor = Extractor(**{f"{modality}_encoder": wanted["name"]}, clip=clip,
-                              modalities=(modality,))
+                              modalities=(modality,), encoder_options=options)
         have = getattr(extractor, modality).manifest()
         if _signature(have) != _signature(wanted):
             raise ModelError(f"{self.folder}: the run was trained on {modality} encoder "

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
                    help="rebuild the FAISS index from its own vectors as --kind (no RUN or MEDIA)")
     p.add_argument("--decode-workers", type=int, default=1,
                    help="processes decoding ahead of the encoders (0: decode in-process)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where the run's model and the encoders run (default auto: a GPU when "
+                   "there is one)")
     add_engine_options(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_json_option(p)
@@ -61,11 +64,14 @@ def run(args) -> int:
     if not args.run or not args.media:
         raise UsageError("give a RUN and at least one MEDIA file or folder to index "
                          "(or --remove ID... / --rebuild)")
+    from mvpt.encoders.base import torch_device
+
+    torch_device(args.device, encoder="mvpt index")  # a missing GPU: refused before --out is made
     summary = build_index(
         args.run, args.media, args.out, modality=args.modality, window_s=args.window_seconds,
         stride_s=args.stride_seconds, kind=args.kind, which=args.which,
         progress=not args.no_progress, decode_workers=args.decode_workers,
-        engine=engine_from_args(args))
+        engine=engine_from_args(args), device=args.device)
     for failure in summary.extract.get("failures", []):
         print(f"failed: {failure['error']}", file=sys.stderr)
     return _report(args, summary.to_dict(),
