@@ -160,12 +160,19 @@ def clip_latents(track: dict, *, genres: np.ndarray, themes: np.ndarray,
     return np.repeat(per_section, track["lengths"], axis=0)
 
 
-def write_store(config: SuiteConfig, path) -> FeatureStore:
-    """Write the feature store of ``config`` at ``path`` (a new folder)."""
+def _world(config: SuiteConfig):
+    """The hidden factors of ``config`` (genres, themes, maps, (track, split) pairs) and the random
+    generator, positioned where the clip noise is drawn from."""
     rng = np.random.default_rng([config.seed, 7919])
     genres = rng.normal(size=(config.n_genres, config.n_factors))
     themes = rng.normal(size=(config.n_genres, config.themes_per_genre, config.n_factors))
     maps = _Maps(config, rng)
+    return genres, themes, maps, _tracks(config, rng), rng
+
+
+def write_store(config: SuiteConfig, path) -> FeatureStore:
+    """Write the feature store of ``config`` at ``path`` (a new folder)."""
+    genres, themes, maps, tracks, rng = _world(config)
     manifest = {"clip_s": 1.0, "max_clips": config.track_clips, "frames_per_clip": 1,
                 "synthetic": True, "suite_config": asdict(config),
                 "encoders": {m: {"name": f"suite-{m}", "version": "1", "dim": d,
@@ -174,7 +181,7 @@ def write_store(config: SuiteConfig, path) -> FeatureStore:
                                           ("audio", config.audio_dim))}}
     store = FeatureStore.create(path, manifest)
     results = []
-    for i, (track, split) in enumerate(_tracks(config, rng)):
+    for i, (track, split) in enumerate(tracks):
         z = clip_latents(track, genres=genres, themes=themes, genre_weight=config.genre_weight)
         arrays = {m: maps(m, z) + config.noise * rng.normal(size=(len(z), d))
                   for m, d in (("video", config.video_dim), ("audio", config.audio_dim))}
@@ -192,6 +199,41 @@ def ensure_store(config: SuiteConfig, root) -> Path:
     if not (path / "manifest.json").is_file():
         write_store(config, path)
     return path
+
+
+def ceilings(config: SuiteConfig, *, segment_clips: int | None = None,
+             split: str = "test") -> dict[str, float]:
+    """The most R@1 any model can reach on ``config``'s ``split`` without clip noise, at track level
+    (``segment_clips`` None: each whole track) or at segment level (segments of that many clips,
+    cut as ``mvpt eval`` cuts them, each ranked among every segment of the split):
+
+    - "order-aware": a query finds its own item unless another item has the very same clips in the
+      same order (then they tie, and a fair tie counts 1 / their number);
+    - "order-free": the same when only the clips' multiset is seen (the mean-pooling MLP and any
+      model that ignores the order): items with the same clips in another order tie too.
+
+    Clip noise lowers both; the gap between them is all the order of the clips can add."""
+    from collections import Counter
+
+    from mvpt.clips import segments
+
+    genres, themes, _, tracks, _ = _world(config)
+    keys: dict[str, list[bytes]] = {"order-aware": [], "order-free": []}
+    for track, where in tracks:
+        if where != split:
+            continue
+        z = np.round(clip_latents(track, genres=genres, themes=themes,
+                                  genre_weight=config.genre_weight), 9)
+        spans = [(0, len(z))] if segment_clips is None else segments(len(z), segment_clips)
+        for start, length in spans:
+            clips = z[start:start + length]
+            keys["order-aware"].append(clips.tobytes())
+            keys["order-free"].append(clips[np.lexsort(clips.T[::-1])].tobytes())
+    out = {}
+    for name, items in keys.items():
+        count = Counter(items)
+        out[name] = float(np.mean([1.0 / count[k] for k in items]))
+    return out
 
 
 def handmade_reference(path, *, chunks: int = 1, split: str = "test",
@@ -240,7 +282,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="folder for the stores (one subfolder per configuration)")
     parser.add_argument("--configs", nargs="*", default=list(SUITE), choices=list(SUITE))
+    parser.add_argument("--ceilings", action="store_true",
+                        help="print each configuration's noise-free R@1 ceilings (see ceilings()) "
+                        "instead of writing stores")
     args = parser.parse_args(argv)
+    if args.ceilings:
+        print("| config | track order-aware | track order-free | segment order-aware | "
+              "segment order-free |\n|---|---:|---:|---:|---:|")
+        for name in args.configs:
+            track, segment = (ceilings(SUITE[name], segment_clips=k) for k in (None, 10))
+            print(f"| {name} | {track['order-aware']:.3f} | {track['order-free']:.3f} | "
+                  f"{segment['order-aware']:.3f} | {segment['order-free']:.3f} |")
+        return
     for name in args.configs:
         print(name, ensure_store(SUITE[name], args.out))
 

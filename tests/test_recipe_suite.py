@@ -66,3 +66,17 @@ def test_handmade_reference_sees_order_at_both_levels(tmp_path):
     assert ordered >= 0.95 and mean <= 0.6
     segment = [feature_suite.handmade_reference(store, chunks=k, segment_clips=10) for k in (1, 5)]
     assert segment[1] >= 0.9 and segment[0] <= segment[1] - 0.1 and segment[0] > mean
+
+
+def test_noise_free_ceilings():
+    """Every track alone: nothing ties at track level, order or not. Every track an order-only
+    sibling (groups of 2 or 3): a model blind to order ties with the siblings (R@1 1/2 or 1/3),
+    one that sees order does not; 10-clip segments tie less (their multisets differ more often),
+    and never more for the order-aware model than for the order-free one."""
+    alone = dataclasses.replace(feature_suite.SUITE["base"], order_share=0.0, n_tracks=60)
+    assert feature_suite.ceilings(alone) == {"order-aware": 1.0, "order-free": 1.0}
+    grouped = dataclasses.replace(alone, order_share=1.0)
+    track = feature_suite.ceilings(grouped)
+    assert track["order-aware"] == 1.0 and 1 / 3 <= track["order-free"] <= 1 / 2
+    segment = feature_suite.ceilings(grouped, segment_clips=10)
+    assert track["order-free"] < segment["order-free"] <= segment["order-aware"] < 1.0
