@@ -294,6 +294,38 @@ def test_a_decoder_that_crashes_or_hangs_on_ray_costs_only_its_file(cluster, tmp
     assert sorted(rows["id"]) == sorted(p.stem for p in inputs)
 
 
+def test_a_worker_keeps_its_decode_process_between_units(tmp_path):
+    """A Ray worker decodes unit after unit in one child process (starting one costs about a CPU
+    second); after a crash the replacement is kept in its place; closing the keeper ends it."""
+    from mvpt.distributed.ray_engine import decode_unit
+    from mvpt.extract import DecodePoolKeeper
+    from tests.fixtures.fake_extraction import alive, fake_inputs, pid_decode
+
+    def unit(k: int, *paths) -> ShardUnit:
+        return ShardUnit(k, tuple(Item(p.stem, str(p), "train") for p in paths))
+
+    def pids(u: ShardUnit, keeper) -> list[str]:
+        decoded = list(decode_unit(u, None, pid_decode, 30, keeper=keeper))
+        return [d.title if d.error is None else "failed" for d in decoded]
+
+    files = fake_inputs(tmp_path, 6)
+    keeper = DecodePoolKeeper()
+    first, second = pids(unit(0, *files[:2]), keeper), pids(unit(1, files[2]), keeper)
+    assert len(set(first + second)) == 1 and int(first[0]) != os.getpid()
+    after_crash = pids(unit(2, tmp_path / "crash-me.mp4", files[3]), keeper)
+    assert after_crash[0] == "failed" and after_crash[1] not in first
+    replaced, again = pids(unit(3, files[4]), keeper), pids(unit(4, files[5]), keeper)
+    assert replaced == again and replaced[0] not in first + after_crash
+    keeper.close()
+    child = int(replaced[0])
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(child)
+    alone = [pids(unit(5 + k, files[k]), None)[0] for k in range(2)]
+    assert alone[0] != alone[1]  # without a keeper, each unit starts its own
+
+
 # ------------------------------------------------------------------ scheduling, without Ray
 class FakeRef:
     def __init__(self, value):

@@ -16,6 +16,7 @@ from mvpt.clips import ClipConfig
 from mvpt.errors import StoreError
 from mvpt.extract import Extractor, collect_items, extract, stable_split
 from mvpt.store import FeatureStore
+from tests.fixtures.fake_extraction import alive
 from tests.fixtures.media_factory import make_bad_inputs, write_video
 
 
@@ -244,26 +245,17 @@ def test_ids_from_file_names_are_made_unique(tmp_path):
                     {})
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
-
-
 def test_decode_workers_exit_when_their_parent_is_killed():
     script = Path(__file__).parent / "fixtures" / "orphan_pool.py"
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     worker = int(proc.stdout.readline())
-    assert _alive(worker)
+    assert alive(worker)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
-    while _alive(worker) and time.monotonic() < deadline:
+    while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(worker), "the decode worker outlived its killed parent"
+    assert not alive(worker), "the decode worker outlived its killed parent"
 
 
 # ------------------------------------------------------------------------------ decoder crashes

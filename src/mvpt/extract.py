@@ -248,6 +248,7 @@ class _DecodePool:
     importing the decoders) can take long on a busy machine and is not the item's fault."""
 
     def __init__(self, workers: int):
+        self.workers = workers
         ctx = multiprocessing.get_context("spawn")
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                            initializer=exit_with_parent, initargs=(os.getpid(),))
@@ -271,6 +272,33 @@ class _DecodePool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+class DecodePoolKeeper:
+    """Keeps a stream's decode pool alive for the next stream of the same process (a Ray worker
+    decodes unit after unit): starting one costs a fresh Python and its decoders' imports, about a
+    CPU second. A stream that ends with nothing in flight gives its pool back; one stopped early
+    kills it, and a pool whose worker crashed or hung is replaced as within a stream."""
+
+    def __init__(self):
+        self._pool: _DecodePool | None = None
+
+    def take(self, workers: int) -> _DecodePool:
+        pool, self._pool = self._pool, None
+        if pool is not None and pool.workers == workers:
+            return pool
+        if pool is not None:
+            pool.close()
+        return _DecodePool(workers)
+
+    def keep(self, pool: _DecodePool) -> None:
+        self.close()
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
 def _timed_out(item: Item, timeout_s: float) -> Decoded:
     return Decoded(item, error=f"{item.path}: decoding took longer than {timeout_s:g} s "
                                "(timed out; the decoder was stopped)")
@@ -283,16 +311,18 @@ def _crashed(item: Item) -> Decoded:
 
 def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int, *, prefetch: int = 2,
                     timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
-                    decode: Decoder = decode_item) -> Iterator[Decoded]:
+                    decode: Decoder = decode_item,
+                    keeper: DecodePoolKeeper | None = None) -> Iterator[Decoded]:
     """Decoded items in order; with workers > 0, decoding runs ahead in other processes, with
-    ``timeout_s`` per item (None: no limit) and crashed workers replaced (module docstring).
-    In-process decoding (workers <= 0) has no timeout."""
+    ``timeout_s`` per item (None: no limit) and crashed workers replaced (module docstring);
+    ``keeper`` lends the pool and keeps it for the next stream. In-process decoding (workers
+    <= 0) has no timeout."""
     if workers <= 0:
         for it in items:
             yield decode(it, spec)
         return
     queue, pending = deque(items), deque()
-    pool = _DecodePool(workers)
+    pool = keeper.take(workers) if keeper is not None else _DecodePool(workers)
     try:
         while queue or pending:
             while queue and len(pending) <= workers + prefetch:
@@ -313,7 +343,10 @@ def _decoded_stream(items: list[Item], spec: DecodeSpec, workers: int, *, prefet
             yield from _one_at_a_time(suspects, spec, timeout_s, decode)
             pool = _DecodePool(workers)
     finally:
-        pool.close(kill=bool(pending))  # items still in flight: the consumer stopped early
+        if keeper is not None and not pending:
+            keeper.keep(pool)
+        else:
+            pool.close(kill=bool(pending))  # items still in flight: the consumer stopped early
 
 
 def _one_at_a_time(items: list[Item], spec: DecodeSpec, timeout_s: float | None,

@@ -36,6 +36,7 @@ from mvpt.errors import MvptError, UsageError
 from mvpt.extract import (
     DEFAULT_DECODE_TIMEOUT_S,
     Decoded,
+    DecodePoolKeeper,
     DecodeSpec,
     Decoder,
     Extractor,
@@ -82,18 +83,24 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def decode_unit(unit: ShardUnit, spec: DecodeSpec, decoder: Decoder,
-                timeout_s: float | None) -> Iterator[Decoded]:
+def decode_unit(unit: ShardUnit, spec: DecodeSpec, decoder: Decoder, timeout_s: float | None,
+                keeper: DecodePoolKeeper | None = None) -> Iterator[Decoded]:
     """A unit's items decoded in order in a child process, as the local engine decodes them: an
     item that takes longer than ``timeout_s`` (None: no limit) or crashes the decoder comes back
-    as a failed :class:`~mvpt.extract.Decoded` with the reason; the others are decoded."""
-    return _decoded_stream(list(unit.items), spec, 1, timeout_s=timeout_s, decode=decoder)
+    as a failed :class:`~mvpt.extract.Decoded` with the reason; the others are decoded. The
+    child process is ``keeper``'s, kept for the next unit (None: one for this unit)."""
+    return _decoded_stream(list(unit.items), spec, 1, timeout_s=timeout_s, decode=decoder,
+                           keeper=keeper)
+
+
+# The decode process of a Ray worker process that runs decode tasks, kept between its tasks.
+_TASK_DECODE_POOL = DecodePoolKeeper()
 
 
 def decode_unit_task(unit: ShardUnit, spec: DecodeSpec, decoder: Decoder,
                      timeout_s: float | None) -> list[Decoded]:
     """:func:`decode_unit` as a Ray task's result (the split pipeline)."""
-    return list(decode_unit(unit, spec, decoder, timeout_s))
+    return list(decode_unit(unit, spec, decoder, timeout_s, keeper=_TASK_DECODE_POOL))
 
 
 def portable_extractor(extractor: Extractor) -> dict | Extractor:
@@ -116,6 +123,7 @@ class ExtractWorker:
         os.environ["MVPT_THREADS"] = str(max(1, threads))
         self.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
         self.decode_timeout_s = decode_timeout_s
+        self.decode_pool = DecodePoolKeeper()  # one decode process for all of its units
         self.error = None
         try:
             self.extractor = build if isinstance(build, Extractor) else Extractor(**build)
@@ -132,7 +140,7 @@ class ExtractWorker:
     def run_unit(self, unit: ShardUnit) -> list[ItemResult]:
         """Decode (in a child process, a few items ahead) and encode a unit here."""
         decoded = decode_unit(unit, self.extractor.decode_spec(), self.extractor.decoder,
-                              self.decode_timeout_s)
+                              self.decode_timeout_s, keeper=self.decode_pool)
         return process_unit(self.extractor, decoded, node=self.node)
 
     def encode_unit(self, decoded: list[Decoded]) -> list[ItemResult]:
