@@ -64,6 +64,7 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "no-input-norm": ("no input LayerNorm", {}, {"input_norm": False}),
     "dropout-0": ("dropout 0", {}, {"dropout": 0.0}),
     "dropout-0.3": ("dropout 0.3", {}, {"dropout": 0.3}),
+    "input-dropout-0.2": ("dropout 0.2 on the input clip features", {}, {"input_dropout": 0.2}),
     "cls": ("CLS pooling", {}, {"pooling": "cls"}),
     "min-clips-5": ("windows of 5 to 30 clips", {"min_clips": 5}, {}),
 }

@@ -67,6 +67,9 @@ class MVPtConfig(ModelConfig):
     pyramid_levels: tuple[int, ...] = (1, 2)  # "pyramid": for each n, n equal consecutive parts
     positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
     input_norm: bool = True
+    # Dropout on the (normalised) input clip features while training, each feature of each clip
+    # alone; 0 (the default here, so older configs and checkpoints keep their meaning): none.
+    input_dropout: float = 0.0
     # Add an MLP of the mean of the projected input clips to the pooled Transformer output: the
     # plain mix the MLP baseline sees stays one residual path away, the Transformer adds order.
     mean_skip: bool = False
@@ -87,6 +90,9 @@ class MVPtConfig(ModelConfig):
         if self.positional not in ("sinusoidal", "learned"):
             raise ModelError(f"model {self.name!r}: positional must be 'sinusoidal' or 'learned', "
                              f"got {self.positional!r}")
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ModelError(f"model {self.name!r}: input_dropout must be in [0, 1), "
+                             f"got {self.input_dropout!r}")
         if self.d_hidden % self.n_heads:
             raise ModelError(f"model {self.name!r}: d_hidden {self.d_hidden} is not divisible "
                              f"by n_heads {self.n_heads}")
@@ -179,6 +185,7 @@ class SequenceEncoder(nn.Module):
         c = config
         self.pooling = c.pooling
         self.input_norm = nn.LayerNorm(input_dim) if c.input_norm else nn.Identity()
+        self.input_dropout = nn.Dropout(c.input_dropout) if c.input_dropout else nn.Identity()
         self.input_proj = nn.Linear(input_dim, c.d_hidden)
         n_positions = c.max_clips + (1 if c.pooling == "cls" else 0)
         if c.positional == "learned":
@@ -202,7 +209,7 @@ class SequenceEncoder(nn.Module):
                      if c.mean_skip else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.input_proj(self.input_norm(x))
+        h = self.input_proj(self.input_dropout(self.input_norm(x)))
         skip = self.skip(masked_mean(h, mask)) if self.skip is not None else 0.0
         if self.cls_token is not None:
             h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1)
