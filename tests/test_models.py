@@ -136,6 +136,30 @@ def test_mean_skip_adds_an_mlp_of_the_mean_input(rng):
     torch.testing.assert_close(model.encode("video", x.flip(1), mask), expected)
 
 
+def test_input_dropout_drops_input_features_only_while_training(rng):
+    """input_dropout zeroes single features of the normalised input clips while training (the
+    rest scaled by 1 / (1 - p)); in eval mode, and at 0, the model is the one without it."""
+    x = torch.from_numpy(rng.normal(size=(2, 20, VIDEO_DIM)).astype(np.float32))
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    plain, dropping = tiny_model("mvpt", dropout=0.0), tiny_model("mvpt", dropout=0.0,
+                                                                   input_dropout=0.5)
+    dropping.load_state_dict(plain.state_dict())  # no weights of its own
+    assert isinstance(plain.branches["video"].input_dropout, torch.nn.Identity)
+    torch.testing.assert_close(dropping.eval().encode("video", x, mask),
+                               plain.eval().encode("video", x, mask))
+    branch = dropping.train().branches["video"]
+    normed = branch.input_norm(x)
+    dropped = branch.input_dropout(normed)
+    zeroed = dropped == 0
+    assert 0.3 < zeroed.float().mean() < 0.7 and zeroed.any(-1).all()  # features, not clips
+    torch.testing.assert_close(dropped[~zeroed], 2 * normed[~zeroed])
+    trained = plain.train().encode("video", x, mask)
+    assert not torch.allclose(dropping.encode("video", x, mask), trained)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ModelError, match="input_dropout must be in"):
+            tiny_model("mvpt", input_dropout=bad)
+
+
 def test_pyramid_weights_average_equal_parts_of_the_valid_clips():
     from mvpt.models.mvpt import pyramid_weights
 
