@@ -42,18 +42,32 @@ def find(pattern: str, text: str, group: int = 1) -> float | None:
 
 
 def markdown_rows(text: str) -> list[dict]:
-    """The rows of every markdown table printed in ``text``, as header -> cell."""
-    rows, header = [], None
+    """The rows of every markdown table printed in ``text``, as header -> cell. A block of table
+    lines whose second line is not a separator (|---|) continues the previous table: its lines
+    are rows under that table's header."""
+    rows, header, block = [], None, []
+
+    def flush() -> None:
+        nonlocal header
+        if len(block) >= 2 and _is_separator(block[1]):
+            header, body = block[0], block[2:]
+        else:
+            body = block
+        rows.extend(dict(zip(header, cells)) for cells in body
+                    if header is not None and not _is_separator(cells))
+
     for line in text.splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells
-        elif not set("".join(cells)) <= set("-: "):
-            rows.append(dict(zip(header, cells)))
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            flush()
+            block = []
+    flush()
     return rows
+
+
+def _is_separator(cells: list[str]) -> bool:
+    return set("".join(cells)) <= set("-: ")
 
 
 # ------------------------------------------------------------------------------ parsers

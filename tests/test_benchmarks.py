@@ -21,6 +21,17 @@ def test_markdown_rows_reads_printed_tables():
                     {"case": "full", "pool": "2,000", "wall s": "0.61"}, {"a": "1", "b": "2"}]
 
 
+def test_a_table_continued_after_a_line_of_text_keeps_its_header():
+    """benchmarks/eval.py prints the rows of each further pool size under a line of its own,
+    without repeating the header: they belong to the header above, and none is one."""
+    text = ("| case | pool | wall s |\n|---|---:|---:|\n| blocked | 10,000 | 0.35 |\n\n"
+            "at 10,000: same metrics\n\n| blocked | 100,000 | 34.04 |\n| ratio | | x0.84 |\n")
+    assert run_all.markdown_rows(text) == [
+        {"case": "blocked", "pool": "10,000", "wall s": "0.35"},
+        {"case": "blocked", "pool": "100,000", "wall s": "34.04"},
+        {"case": "ratio", "pool": "", "wall s": "x0.84"}]
+
+
 def test_parsers_pick_the_headline_figures():
     train = ("step: 0.250 s, 128.0 tracks/s\nforward+backward: 1.00 GFLOP per step\n"
              "achieved: 4.00 GFLOP/s; plain float32 1024x1024 matmul: 80.00 GFLOP/s (ratio 0.05)")
