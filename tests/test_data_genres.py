@@ -73,13 +73,27 @@ def test_genres_and_stats_on_synthetic_store(synth_store, tmp_path):
 
     from mvpt.cli import main
 
+    from mvpt.store import FeatureStore
+
     store, result = synth_store
+    # The plain tagger: each track's genre class with the highest mean YAMNet probability, from
+    # the scores the store keeps. On synthesiser music that may be one class for every track
+    # (YAMNet hears it as "Electronic music"; how many classes win moved with package versions),
+    # so here only the choice is checked, recomputed from the stored scores.
     assert main(["data", "genres", str(store)]) == 0
     assert annotation_path(store).is_file()
+    feats = FeatureStore.open(store).load(arrays=["audio_scores"])
+    names = genre_class_names()
+    expected = {item_id: names[int(np.asarray(feats.item(i, "audio_scores"), np.float64)
+                                   .mean(axis=0)[GENRE_FIRST:GENRE_LAST + 1].argmax())]
+                for i, item_id in enumerate(feats.ids)}
+    assert read_genres(store) == expected
+    # --relative (the class most above the store's mean) tells the synthetic genres apart.
+    assert main(["data", "genres", str(store), "--relative"]) == 0
     genres = read_genres(store)
     assert sorted(genres) == sorted(result.ids)
     assert len(set(genres.values())) >= 3, genres
-    assert set(genres.values()) <= set(genre_class_names())
+    assert set(genres.values()) <= set(names)
 
     assert main(["data", "stats", str(store), "--out", str(tmp_path / "stats")]) == 0
     stats = json.loads((tmp_path / "stats" / "genres.json").read_text())
