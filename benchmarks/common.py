@@ -30,13 +30,18 @@ def debian_video() -> Path:
     return target
 
 
-def realistic_video(*, minutes: float = 12.0, size=(640, 360), fps: int = 30) -> Path:
+def realistic_video(*, minutes: float = 12.0, size=(640, 360), fps: int = 30,
+                    bframes: bool = True) -> Path:
     """The Debian animation (about 30 fps) looped to ``minutes`` and re-encoded at ``size`` and
-    ``fps`` (H.264 + AAC), cached. Each source frame becomes one output frame."""
+    ``fps`` (H.264 + AAC, x264's veryfast preset), cached. Each source frame becomes one output
+    frame. ``bframes``: x264 chooses each frame's type, B-frames included, as it does for any
+    upload; False keeps the type each frame had when decoded (P), so the stream has no B-frame
+    (the benchmark video before 2026-12-01, cached under its old name)."""
     import av
 
     w, h = size
-    target = CACHE / f"realistic_{w}x{h}_{fps}fps_{minutes:g}min.mp4"
+    kind = "_bframes" if bframes else ""
+    target = CACHE / f"realistic_{w}x{h}_{fps}fps_{minutes:g}min{kind}.mp4"
     if target.exists():
         return target
     source, tmp = debian_video(), target.with_suffix(".part.mp4")
@@ -53,6 +58,8 @@ def realistic_video(*, minutes: float = 12.0, size=(640, 360), fps: int = 30) ->
                     if isinstance(frame, av.VideoFrame) and frame_k < n_frames:
                         img = frame.reformat(width=w, height=h, format="yuv420p")
                         img.pts, img.time_base = frame_k, Fraction(1, fps)
+                        if bframes:
+                            img.pict_type = av.video.frame.PictureType.NONE  # x264 chooses
                         frame_k += 1
                         out.mux(vs.encode(img))
                     elif isinstance(frame, av.AudioFrame) and sample_k < n_samples:

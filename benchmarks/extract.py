@@ -1,7 +1,9 @@
 """Extraction throughput on realistic media, in media seconds per wall second, lever by lever.
 
 Measures, on one long 640x360 30 fps video with textured, moving content (the Creative Commons
-animation of Debian's openboard-common, looped to 12 minutes and cached; or --media FILE):
+animation of Debian's openboard-common, looped to 12 minutes and encoded by x264 with the frame
+types it chooses, B-frames included, as for any upload; --no-bframes: the P-frames-only encode
+used before 2026-12-01; or --media FILE):
 decode only (frames at 1 per clip + audio; with FFmpeg's default threading and single-threaded),
 how many frames are non-reference and the frame reader with and without skipping the unreturned
 ones (on this video, and on its first minute re-encoded with the B-frames x264 chooses), each
@@ -13,12 +15,20 @@ instead of in another process (no overlap); plus the frame encoder's achieved FL
 plain matmul FLOP/s measured in the same run. With --int8, an int8 build of the frame encoder
 (onnxruntime static quantization, calibrated on other frames of the same video) is timed and its
 features compared with float32 on the same frames.
+With --openvino (needs the openvino package, not a dependency of mvpt), the same ONNX export of
+the frame encoder runs on OpenVINO in float32 and in bfloat16, timed and compared with
+onnxruntime's features on the same frames.
+The whole extraction runs over a library of music-video-length files: the video cut into files
+of --piece-seconds (3 minutes), each listed --copies times under another name (3: 12 files), so
+that the figure is the engine's steady throughput rather than the start and end of a 4-file
+pipeline (with one copy, decoding the first file and encoding the last overlap with nothing).
 With --ray, the whole extraction also runs on the Ray engine (a private Ray instance with one
 worker per CPU core, started before the clock; the workers' encoder loads are timed), beside the
 local engine on the same files.
 
-    python benchmarks/extract.py [--media FILE] [--minutes 12] [--piece-seconds 180] [--ray]
-                                 [--int8] [--repeat N] [--json FILE]
+    python benchmarks/extract.py [--media FILE | --no-bframes] [--minutes 12]
+                                 [--piece-seconds 180] [--copies 3] [--ray] [--int8]
+                                 [--openvino] [--repeat N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from mvpt import media  # noqa: E402
 from mvpt.encoders import onnx_cache  # noqa: E402
 from mvpt.clips import ClipConfig, clip_bounds, frame_times  # noqa: E402
 from mvpt.encoders import get_encoder  # noqa: E402
-from mvpt.extract import Extractor, extract  # noqa: E402
+from mvpt.extract import DEFAULT_DECODE_WORKERS, Extractor, extract  # noqa: E402
 
 
 def cpu_s() -> float:
@@ -100,6 +110,28 @@ def split_library(path: Path, *, piece_s: float) -> list[Path]:
                 out.close()
         done.write_text("ok\n")
     return sorted(folder.glob("piece_*.mp4"))
+
+
+def library_copies(pieces: list[Path], copies: int) -> list[Path]:
+    """``pieces`` listed ``copies`` times, each copy a hard link under another name (another item
+    id; the same bytes), in a folder beside them."""
+    if copies <= 1:
+        return pieces
+    folder = pieces[0].parent.with_name(pieces[0].parent.name + f"_x{copies}")
+    folder.mkdir(exist_ok=True)
+    out = []
+    for k in range(copies):
+        for piece in pieces:
+            link = folder / f"{piece.stem}_copy{k}{piece.suffix}"
+            if not link.exists():
+                try:
+                    os.link(piece, link)
+                except OSError:
+                    import shutil
+
+                    shutil.copyfile(piece, link)
+            out.append(link)
+    return out
 
 
 def ray_extraction(library: list[Path], lib_s: float, extractor: Extractor) -> dict:
@@ -233,6 +265,39 @@ def int8_lever(encoder, frames: np.ndarray, calibration: np.ndarray) -> dict:
             "int8_mean_cosine": float(cos.mean())}
 
 
+def openvino_lever(encoder, frames: np.ndarray) -> dict:
+    """The frame encoder's ONNX export on OpenVINO's CPU plugin, float32 and bfloat16 (on a CPU
+    with AMX or AVX-512 BF16), with as many threads as onnxruntime; frames per second (wall and
+    CPU) and the features' cosine to onnxruntime's on ``frames``. Empty without openvino."""
+    try:
+        import openvino as ov
+    except ImportError:
+        print("openvino is not installed: the OpenVINO lever is not measured")
+        return {}
+    core, out = ov.Core(), {"openvino_version": ov.__version__}
+    reference, *t_ort = timed(lambda: encoder.encode_frames(frames))
+    out["openvino_ort_frames_per_s"] = len(frames) / t_ort[0]
+    out["openvino_ort_frames_per_cpu_s"] = len(frames) / t_ort[1]
+    for precision in ("f32", "bf16"):
+        compiled = core.compile_model(str(encoder.onnx_path), "CPU", {
+            "INFERENCE_NUM_THREADS": encoder.threads, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision})
+        request = compiled.create_infer_request()
+
+        def encode():
+            return np.concatenate([request.infer({0: frames[i:i + 32]})[0].copy()
+                                   for i in range(0, len(frames), 32)])
+
+        encode()  # the first call shapes the plugin's buffers
+        features, wall, cpu = timed(encode)
+        cos = cosines(features, reference)
+        out.update({f"openvino_{precision}_frames_per_s": len(frames) / wall,
+                    f"openvino_{precision}_frames_per_cpu_s": len(frames) / cpu,
+                    f"openvino_{precision}_min_cosine": float(cos.min()),
+                    f"openvino_{precision}_mean_cosine": float(cos.mean())})
+    return out
+
+
 def whole_extraction(library: list[Path], extractor: Extractor, *, workers: int,
                      decode_threads: str | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of the whole extraction of ``library`` into a new store."""
@@ -250,16 +315,17 @@ def whole_extraction(library: list[Path], extractor: Extractor, *, workers: int,
 
 
 #: The whole extraction's levers, one at a time: (key, label, frame encoder backend,
-#: decode workers, MVPT_DECODE_THREADS, onnxruntime threads spin).
+#: decode workers, MVPT_DECODE_THREADS (None: the engine's choice), onnxruntime threads spin).
 LEVERS = (
-    ("before", "PyTorch frame encoder, decoding in another process (before)", "torch", 1, None,
-     False),
-    ("ort", "onnxruntime frame encoder", "onnxruntime", 1, None, False),
-    ("decode_1_thread", "PyTorch frame encoder, single-threaded decoding", "torch", 1, "NONE",
-     False),
-    ("ort_decode_1_thread", "onnxruntime + single-threaded decoding", "onnxruntime", 1, "NONE",
-     False),
-    ("ort_spinning", "onnxruntime with spinning threads", "onnxruntime", 1, None, True),
+    ("before", "PyTorch frame encoder, one decode process (before)", "torch", 1, None, False),
+    ("ort_1_decoder", "onnxruntime frame encoder, one decode process on FFmpeg's threads",
+     "onnxruntime", 1, None, False),
+    ("ort_1_decoder_1_thread", "onnxruntime, one decode process, single-threaded",
+     "onnxruntime", 1, "NONE", False),
+    ("ort", "onnxruntime, two single-threaded decode processes (the default)", "onnxruntime",
+     DEFAULT_DECODE_WORKERS, None, False),
+    ("ort_spinning", "the default with spinning onnxruntime threads", "onnxruntime",
+     DEFAULT_DECODE_WORKERS, None, True),
     ("ort_in_process", "onnxruntime, decoding in-process (no overlap)", "onnxruntime", 0, None,
      False),
 )
@@ -271,13 +337,19 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=12.0, help="length of the looped video")
     ap.add_argument("--piece-seconds", type=float, default=180.0,
                     help="length of the files of the whole extraction (default 180)")
+    ap.add_argument("--no-bframes", action="store_true",
+                    help="the video without B-frames (the benchmark's media before 2026-12-01)")
+    ap.add_argument("--copies", type=int, default=3,
+                    help="times each file is listed in the whole extraction's library (default 3)")
     ap.add_argument("--ray", action="store_true", help="also time the Ray engine")
     ap.add_argument("--int8", action="store_true", help="also time an int8 frame encoder")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also time the frame encoder on OpenVINO (needs openvino)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of the whole extraction's levers; each lever's fastest counts")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
-    path = args.media or realistic_video(minutes=args.minutes)
+    path = args.media or realistic_video(minutes=args.minutes, bframes=not args.no_bframes)
     info = media.probe(path)
     dur = info.duration_s
     print(f"media: {path} ({dur:.0f} s, {info.width}x{info.height}, {info.fps:.1f} fps), "
@@ -319,12 +391,16 @@ def main() -> None:
     if args.int8:
         calibration = media.read_frames(path, times[3::11][:64] + 0.25, size=(224, 224))
         figures.update(int8_lever(video_encs["onnxruntime"], frames[:256], calibration))
+    if args.openvino:
+        figures.update(openvino_lever(video_encs["onnxruntime"], frames[:256]))
 
     # The whole extraction runs over a library of music-video-length files (the same minutes cut
     # into 3-minute files), so that decoding one file overlaps encoding the previous one. One
     # file per shard, so that the Ray engine has a unit per file to spread.
-    library = split_library(path, piece_s=args.piece_seconds)
+    library = library_copies(split_library(path, piece_s=args.piece_seconds), args.copies)
     lib_s = sum(media.probe(p).duration_s for p in library)
+    figures.update(library_files=len(library), library_copies=max(1, args.copies),
+                   library_media_s=lib_s)
     extractors = {b: Extractor(video_encoder=e, audio_encoder=audio_enc)
                   for b, e in video_encs.items()}
     onnx_cache.ALLOW_SPINNING = True  # a session made now spins
@@ -343,7 +419,7 @@ def main() -> None:
         figures["ray_vs_local"] = figures["whole_extraction_x_ray"] / figures["whole_ort_x"]
     figures["load_average_after"] = os.getloadavg()[0]
     # The default configuration under the names benchmarks/run_all.py reads.
-    figures["whole_extraction_x_decode_workers_1"] = figures["whole_ort_x"]
+    figures["whole_extraction_x_local"] = figures["whole_ort_x"]
     figures["whole_extraction_x_decode_workers_0"] = figures["whole_ort_in_process_x"]
     figures["frame_encoder_gflops"] = figures["frame_encoder_onnxruntime_gflops"]
     figures["frame_encoder_vs_matmul"] = figures["frame_encoder_gflops"] / figures["matmul_gflops"]
@@ -353,6 +429,8 @@ def main() -> None:
 
 
 def report(figures: dict, *, n_files: int) -> None:
+    print(f"whole extraction: {n_files} files, {figures['library_media_s'] / 60:.0f} minutes "
+          f"(each piece listed {figures['library_copies']} times)")
     print(f"{'stage':68s} {'media s / wall s':>16s} {'media s / CPU s':>16s}")
     rows = [("decode only, frames + audio (FFmpeg's threads)", "decode_only_x"),
             ("decode only, frames + audio (single-threaded video)", "decode_only_1_thread_x"),
@@ -390,6 +468,15 @@ def report(figures: dict, *, n_files: int) -> None:
     if "int8_frames_per_s" in figures:
         print(f"int8 frame encoder: {figures['int8_frames_per_s']:.1f} frames/s, cosine to float32 "
               f"min {figures['int8_min_cosine']:.3f}, mean {figures['int8_mean_cosine']:.3f}")
+    for precision, name in (("f32", "float32"), ("bf16", "bfloat16")):
+        if f"openvino_{precision}_frames_per_s" in figures:
+            print(f"OpenVINO {figures['openvino_version']} {name}: "
+                  f"{figures[f'openvino_{precision}_frames_per_s']:.1f} frames/s, "
+                  f"{figures[f'openvino_{precision}_frames_per_cpu_s']:.1f} per CPU s "
+                  f"(onnxruntime in the same run {figures['openvino_ort_frames_per_s']:.1f}, "
+                  f"{figures['openvino_ort_frames_per_cpu_s']:.1f}); cosine to onnxruntime min "
+                  f"{figures[f'openvino_{precision}_min_cosine']:.4f}, mean "
+                  f"{figures[f'openvino_{precision}_mean_cosine']:.4f}")
     if "ray_vs_local" in figures:
         print(f"Ray engine ({figures['ray_workers']} workers; Ray started in "
               f"{figures['ray_start_s']:.1f} s and the workers' encoders loaded in "

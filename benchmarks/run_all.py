@@ -74,7 +74,7 @@ def _is_separator(cells: list[str]) -> bool:
 # Each takes (stdout, json figures or None) and returns rows (figure, value, reference).
 def parse_extract(out: str, data: dict | None) -> list[tuple]:
     data = data or {}
-    local = data.get("whole_extraction_x_decode_workers_1")
+    local = data.get("whole_extraction_x_local")
     rows = [("whole extraction, local engine (media s / wall s)", local,
              f"decode only {fmt(data.get('decode_only_x'))}")]
     if "whole_extraction_x_ray" in data:

@@ -258,6 +258,26 @@ def test_decode_workers_exit_when_their_parent_is_killed():
     assert not alive(worker), "the decode worker outlived its killed parent"
 
 
+@pytest.mark.parametrize("workers, env, expected", [
+    (1, None, "AUTO"),  # one decode process: FFmpeg's threads spread its work over the cores
+    (2, None, "NONE"),  # several: the processes are the parallelism, each decodes on one thread
+    (2, "FRAME", "FRAME"),  # the user's MVPT_DECODE_THREADS wins
+])
+def test_several_decode_processes_decode_single_threaded(tmp_path, monkeypatch, workers, env,
+                                                         expected):
+    from mvpt.extract import _decoded_stream
+    from tests.fixtures.fake_extraction import FakeExtractor, fake_inputs, thread_type_decode
+
+    if env is None:
+        monkeypatch.delenv("MVPT_DECODE_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("MVPT_DECODE_THREADS", env)
+    items = collect_items(fake_inputs(tmp_path, 3))
+    decoded = list(_decoded_stream(items, FakeExtractor().decode_spec(), workers,
+                                   decode=thread_type_decode))
+    assert [d.title for d in decoded] == [expected] * 3
+
+
 # ------------------------------------------------------------------------------ decoder crashes
 def test_a_file_that_crashes_its_decoder_is_recorded_and_the_run_goes_on(tmp_path):
     """Issue 12, finding 4: a killed decode worker ended the run with BrokenProcessPool, and the

@@ -512,7 +512,7 @@ def build_index(
     which: str = "best",
     progress: bool = True,
     shard_size: int = 16,
-    decode_workers: int = 1,
+    decode_workers: int | None = None,
     engine=None,
     device: str = "auto",
 ) -> IndexSummary:
@@ -522,11 +522,12 @@ def build_index(
     input (K x t), a third of that, and "exact"; changing them for an existing index is refused
     (use :func:`rebuild_index` for the kind). ``modality`` is "music" (audio of audio files and
     videos alike) or "video". Media paths are recorded absolute and resolved. ``engine`` runs
-    the extraction (see :func:`mvpt.extract.extract`; e.g. a Ray cluster). ``device`` (auto,
+    the extraction (see :func:`mvpt.extract.extract`; e.g. a Ray cluster; ``decode_workers``
+    None: the local engine's default). ``device`` (auto,
     cpu, cuda, cuda:N) is where the run's model and the encoders run (auto: a GPU when there is
     one); a run given as a :class:`~mvpt.run.Run` keeps its own device for the model."""
     from mvpt.encoders.base import torch_device
-    from mvpt.extract import collect_items, extract
+    from mvpt.extract import DEFAULT_DECODE_WORKERS, collect_items, extract
 
     out, media = Path(out), list(media)
     mod = store_modality(modality)
@@ -534,7 +535,9 @@ def build_index(
     manifest = _manifest_for(out, run, modality, window_s, stride_s, kind)
     extractor = run.extractor(mod, device=device)
     extract_summary = extract(media, out / STORE_NAME, extractor=extractor, shard_size=shard_size,
-                              decode_workers=decode_workers, progress=progress, engine=engine)
+                              decode_workers=(DEFAULT_DECODE_WORKERS if decode_workers is None
+                                              else decode_workers),
+                              progress=progress, engine=engine)
     state = _State.load(out, manifest, run)
     requested = {it.id for it in collect_items(media)}
     rows = FeatureStore.open(out / STORE_NAME).rows(status="done")

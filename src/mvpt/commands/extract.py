@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
                    help="frames sampled per clip and averaged (default 1: the clip's middle)")
     p.add_argument("--shard-size", type=positive_int, default=16,
                    help="items per shard, the unit of resumption (default 16)")
-    p.add_argument("--decode-workers", type=int, default=1,
-                   help="processes decoding ahead of the encoders (0: decode in-process)")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="processes decoding ahead of the encoders (default 2; 0: decode "
+                   "in-process; with 2 or more each decodes on one thread)")
     p.add_argument("--decode-timeout", type=positive_float, default=600.0, metavar="SECONDS",
                    help="record a file as failed when decoding it takes longer (default 600)")
     add_engine_options(p)

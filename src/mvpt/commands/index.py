@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
                    help="remove these item ids from the index (no RUN or MEDIA needed)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild the FAISS index from its own vectors as --kind (no RUN or MEDIA)")
-    p.add_argument("--decode-workers", type=int, default=1,
-                   help="processes decoding ahead of the encoders (0: decode in-process)")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="processes decoding ahead of the encoders (default 2; 0: decode "
+                   "in-process; with 2 or more each decodes on one thread)")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="where the run's model and the encoders run (default auto: a GPU when "
                    "there is one)")

@@ -42,6 +42,7 @@ from mvpt.extract import (
     Extractor,
     LocalEngine,
     ShardUnit,
+    DEFAULT_DECODE_WORKERS,
     _decoded_stream,
     process_unit,
 )
@@ -49,14 +50,16 @@ from mvpt.store import ItemResult, compat_problem
 
 
 def make_engine(name: str = "local", *, address: str | None = None, gpus_per_worker: float = 0,
-                decode_workers: int = 1, decode_timeout_s: float | None = None):
+                decode_workers: int | None = None, decode_timeout_s: float | None = None):
     """The engine named on the command line: "local" or "ray" (``decode_workers`` is the local
-    engine's; ``decode_timeout_s`` both engines', None: the default timeout)."""
+    engine's, None: its default; ``decode_timeout_s`` both engines', None: the default
+    timeout)."""
     timeout = {} if decode_timeout_s is None else {"decode_timeout_s": decode_timeout_s}
     if name == "local":
         if address or gpus_per_worker:
             raise UsageError("--address and --gpus-per-worker need --engine ray")
-        return LocalEngine(decode_workers=decode_workers, **timeout)
+        workers = DEFAULT_DECODE_WORKERS if decode_workers is None else decode_workers
+        return LocalEngine(decode_workers=workers, **timeout)
     if name == "ray":
         return RayEngine(address=address, gpus_per_worker=gpus_per_worker, **timeout)
     raise UsageError(f"unknown engine {name!r}: use local or ray")
