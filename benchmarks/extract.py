@@ -9,9 +9,10 @@ how many frames are non-reference and the frame reader with and without skipping
 ones (on this video, and on its first minute re-encoded with the B-frames x264 chooses), each
 encoder alone on the
 decoded data (the frame encoder on PyTorch and on onnxruntime, and their features compared on
-these real frames), and the whole extraction once per lever: the PyTorch frame encoder (before),
-the onnxruntime one, single-threaded decoding, spinning onnxruntime threads, decoding in-process
-instead of in another process (no overlap); plus the frame encoder's achieved FLOP/s beside a
+these real frames), and the whole extraction once per lever (LEVERS: the PyTorch frame encoder
+with one decode process (before), onnxruntime with one decode process on FFmpeg's threads and on
+one thread, two single-threaded decode processes (the default), spinning onnxruntime threads,
+decoding in-process (no overlap)); plus the frame encoder's achieved FLOP/s beside a
 plain matmul FLOP/s measured in the same run. With --int8, an int8 build of the frame encoder
 (onnxruntime static quantization, calibrated on other frames of the same video) is timed and its
 features compared with float32 on the same frames.

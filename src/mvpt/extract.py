@@ -12,11 +12,11 @@ goes on.
 Decoding runs in other processes (``decode_workers``, two by default) while this process
 encodes, so the two overlap. With two or more decode processes each decodes on one thread (the
 processes are the parallelism; FFmpeg's frame threads cost CPU, README "Extraction"), unless
-``MVPT_DECODE_THREADS`` says otherwise. A decoder that crashes or hangs on a file costs that file only: an item that takes longer
-than ``decode_timeout_s`` is recorded as failed (timed out) and its worker killed; when a worker
-dies (a crash in FFmpeg, the OOM killer), the pool is replaced and the items that were in flight
-are decoded again one at a time, so the one that kills its decoder again is recorded as failed
-with that reason and a rerun skips it.
+``MVPT_DECODE_THREADS`` says otherwise. A decoder that crashes or hangs on a file costs that file
+only: an item that takes longer than ``decode_timeout_s`` is recorded as failed (timed out) and
+its worker killed; when a worker dies (a crash in FFmpeg, the OOM killer), the pool is replaced
+and the items that were in flight are decoded again one at a time, so the one that kills its
+decoder again is recorded as failed with that reason and a rerun skips it.
 
 One extraction per store at a time: the store's lock is held for the whole run, and a second
 ``mvpt extract`` on the same store is refused with the first one's pid.
@@ -50,7 +50,7 @@ from mvpt.store import FeatureStore, ItemResult
 
 DEFAULT_DECODE_WORKERS = 2
 """Decode processes of the local engine: on 2 cores, two single-threaded decoders beside the
-encoders went 1.2x as fast as one decoder on FFmpeg's threads (README "Extraction")."""
+encoders went 1.26-1.30x as fast as one decoder on FFmpeg's threads (README "Extraction")."""
 DEFAULT_DECODE_TIMEOUT_S = 600.0
 POOL_START_S = 120.0
 MEDIA_EXTENSIONS = {

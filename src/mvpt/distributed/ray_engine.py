@@ -35,6 +35,7 @@ from mvpt.encoders import ENCODERS
 from mvpt.errors import MvptError, UsageError
 from mvpt.extract import (
     DEFAULT_DECODE_TIMEOUT_S,
+    DEFAULT_DECODE_WORKERS,
     Decoded,
     DecodePoolKeeper,
     DecodeSpec,
@@ -42,7 +43,6 @@ from mvpt.extract import (
     Extractor,
     LocalEngine,
     ShardUnit,
-    DEFAULT_DECODE_WORKERS,
     _decoded_stream,
     process_unit,
 )
