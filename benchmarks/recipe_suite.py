@@ -59,6 +59,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "best-by-track-r10": ("best.pt by track-level val R@10, ties to the earlier epoch (the "
                           "rule before defaults-v6)", {"best_by": "track-r10"}, {}),
     "lr-3e-4": ("lr 3e-4", {"lr": 3e-4}, {}),
+    "lr-5e-4": ("lr 5e-4 (every seed took off on the demo's store; exploration.md)",
+                {"lr": 5e-4}, {}),
     "lr-3e-3": ("lr 3e-3", {"lr": 3e-3}, {}),
     "wd-0.1": ("weight decay 0.1", {"weight_decay": 0.1}, {}),
     "no-input-norm": ("no input LayerNorm", {}, {"input_norm": False}),
