@@ -55,6 +55,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "batch-16": ("batch 16 (more steps, fewer negatives)", {"batch_size": 16}, {}),
     "batch-64": ("batch 64 (fewer steps, more negatives)", {"batch_size": 64}, {}),
     "warmup-50": ("50 warm-up steps", {"warmup_steps": 50}, {}),
+    "warmup-0.3": ("warm-up over 3/10 of the steps (every seed took off on the demo's store)",
+                   {"warmup_share": 0.3}, {}),
     "no-warmup": ("no warm-up (the default before defaults-v5)", {"warmup_steps": 0}, {}),
     "best-by-track-r10": ("best.pt by track-level val R@10, ties to the earlier epoch (the "
                           "rule before defaults-v6)", {"best_by": "track-r10"}, {}),

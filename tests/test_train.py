@@ -220,6 +220,10 @@ def test_default_warm_up_is_a_tenth_of_the_run(store_path, tmp_path):
     """By default the learning rate rises linearly over the first tenth of the steps, then
     follows the cosine; a run that sets warmup_steps keeps it."""
     assert RunConfig().warmup_for(480) == 48 and RunConfig(warmup_steps=0).warmup_for(480) == 0
+    assert RunConfig(warmup_share=0.3).warmup_for(480) == 144
+    assert RunConfig(warmup_share=0.3, warmup_steps=7).warmup_for(480) == 7
+    with pytest.raises(UsageError, match=r"warmup_share must be in \[0, 1\), got 1.0"):
+        RunConfig(warmup_share=1.0).validate()
     train(store_path, tmp_path / "run", model="mlp", model_overrides={"d_hidden": 8},
           batch_size=64, epochs=20, lr=1e-2, progress=False)
     lines = metric_lines(tmp_path / "run")
@@ -482,6 +486,7 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     ckpt = read_checkpoint(run / "last.pt")
     del ckpt["run_config"]["window_policy"]
     del ckpt["run_config"]["best_by"]  # made before the setting: best.pt by track-level R@10
+    del ckpt["run_config"]["warmup_share"]  # (the same: a tenth, the only share there was)
     ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]
     torch.save(ckpt, run / "last.pt")
     with pytest.raises(UsageError, match=r"window_policy='per-batch' \(run: 'per-track'\)"):
@@ -511,11 +516,13 @@ def test_cli_train_and_models(store_path, tmp_path, capsys):
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["linear", "mlp", "mvpt"]
     run = str(tmp_path / "run")
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear",
-                     "--window-policy", "fixed", "--no-progress", "--json"]) == 0
+                     "--window-policy", "fixed", "--warmup-share", "0.25", "--no-progress",
+                     "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "linear" and summary["best"]["epoch"] == 1
     config = json.loads(Path(run, "config.json").read_text())
     assert config["run_config"]["window_policy"] == "fixed"
+    assert config["run_config"]["warmup_share"] == 0.25
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear"]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert cli_main(["train", str(tmp_path / "nowhere"), "--out", run + "2"]) == 1

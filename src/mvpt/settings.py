@@ -11,7 +11,7 @@ from mvpt.errors import UsageError
 WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
 # Segment level (the paper's second protocol): tracks cut into segments of this many seconds.
 SEGMENT_S = 10.0
-WARMUP_SHARE = 0.1  # of a run's steps, when warmup_steps is None
+WARMUP_SHARE = 0.1  # of a run's steps, when warmup_steps is None (RunConfig.warmup_share)
 # Which epoch best.pt keeps, judged on the val split (see RunConfig.best_by).
 BEST_BY = ("r1", "track-r10", "last")
 
@@ -28,10 +28,11 @@ class RunConfig:
     batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.01
-    # Linear warm-up steps before the cosine. None: a tenth of the run's steps (WARMUP_SHARE).
+    # Linear warm-up steps before the cosine. None: ``warmup_share`` of the run's steps.
     # Without it the Transformer often stayed on the genre-level plateau on small stores (the
     # demo's: MVPt R@1 0.39 / 0.35 over 4 seeds at 0 steps, 0.73 / 0.73 at 50 of 480).
     warmup_steps: int | None = None
+    warmup_share: float = WARMUP_SHARE
     min_clips: int = 10  # shortest training window; the longest is the model's max_clips
     # How long the windows of a batch are (see the module docstring): "per-batch" draws one length
     # per batch in [min_clips, max_clips], shared by all its tracks; "fixed" is always max_clips;
@@ -59,10 +60,10 @@ class RunConfig:
             self.windows_per_track = 1 if self.window_policy == "per-track" else 2
 
     def warmup_for(self, total_steps: int) -> int:
-        """Warm-up steps of a run of ``total_steps``: the setting, or a tenth of the run."""
+        """Warm-up steps of a run of ``total_steps``: the setting, or ``warmup_share`` of them."""
         if self.warmup_steps is not None:
             return self.warmup_steps
-        return round(WARMUP_SHARE * total_steps)
+        return round(self.warmup_share * total_steps)
 
     @property
     def best_rule(self) -> str:
@@ -76,6 +77,8 @@ class RunConfig:
         if not self.lr > 0 or self.weight_decay < 0 or (self.warmup_steps or 0) < 0:
             raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
+        if not 0 <= self.warmup_share < 1:
+            raise UsageError(f"warmup_share must be in [0, 1), got {self.warmup_share}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise UsageError(f"chunk_size must be >= 1 track, got {self.chunk_size}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):

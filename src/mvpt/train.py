@@ -105,7 +105,8 @@ from mvpt.models.checkpoint import (
 from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
-from mvpt.settings import SEGMENT_S, WINDOW_POLICIES, RunConfig  # noqa: F401 (re-exported)
+from mvpt.settings import (  # noqa: F401 (re-exported)
+    SEGMENT_S, WARMUP_SHARE, WINDOW_POLICIES, RunConfig)
 from mvpt.store import Features, FeatureStore
 from mvpt.streaming import ShardedFeatures, prefetch, window_rows
 
@@ -446,9 +447,9 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
           in_memory: bool = False, **settings) -> dict:
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
-    fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, min_clips,
-    window_policy, windows_per_track, best_by, chunk_size, precision, seed). ``model_overrides``
-    replace model config fields.
+    fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, warmup_share,
+    min_clips, window_policy, windows_per_track, best_by, chunk_size, precision, seed).
+    ``model_overrides`` replace model config fields.
     ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
     epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
     shards; ``in_memory`` copies each split into memory first instead (same results). Returns a
@@ -647,6 +648,7 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
     stored.setdefault("windows_per_track", 1)  # (the same: issue 10's later setting)
     if run.config.warmup_steps is None:  # the default: the run's own (0 in runs made before it)
         run.config.warmup_steps = stored.get("warmup_steps", 0)
+    stored.setdefault("warmup_share", WARMUP_SHARE)  # runs started before the setting
     stored.setdefault("best_by", "track-r10")  # (the same: best.pt's rule before the setting)
     if run.config.best_by is None:
         run.config.best_by = stored["best_by"]

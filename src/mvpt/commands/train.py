@@ -44,8 +44,11 @@ def add_parser(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="AdamW weight decay (default %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=DEFAULTS.warmup_steps,
-                   help="linear warm-up steps before the cosine (default: a tenth of the "
-                   "run's steps)")
+                   help="linear warm-up steps before the cosine (default: --warmup-share of "
+                   "the run's steps)")
+    p.add_argument("--warmup-share", type=float, default=DEFAULTS.warmup_share, metavar="F",
+                   help="warm-up as a share of the run's steps, when --warmup-steps is not "
+                   "given (default %(default)s)")
     p.add_argument("--min-clips", type=positive_int, default=DEFAULTS.min_clips,
                    help="shortest training window in clips; the longest is the model's K "
                    "(default %(default)s)")
@@ -94,7 +97,8 @@ def run(args) -> int:
         args.store, args.out, model=args.model, resume=args.resume, device=args.device,
         progress=not args.no_progress, epochs=args.epochs, batch_size=args.batch_size,
         chunk_size=args.chunk_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, min_clips=args.min_clips,
+        warmup_steps=args.warmup_steps, warmup_share=args.warmup_share,
+        min_clips=args.min_clips,
         window_policy=args.window_policy, windows_per_track=args.windows_per_track,
         best_by=args.best_by,
         in_memory=args.in_memory, precision=args.precision,
