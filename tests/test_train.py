@@ -468,7 +468,7 @@ def test_run_folder_is_never_overwritten_and_resume_keeps_settings(store_path, t
     train(store_path, run, epochs=1, **kwargs)
     with pytest.raises(UsageError, match="holds a run already; pass --resume"):
         train(store_path, run, epochs=1, **kwargs)
-    with pytest.raises(UsageError, match=r"other settings than the run: lr=0.01 \(run: 0.001\)"):
+    with pytest.raises(UsageError, match=r"other settings than the run: lr=0.01 \(run: 0.0005\)"):
         train(store_path, run, epochs=2, resume=True, lr=0.01, **kwargs)
     result = train(store_path, run, epochs=2, resume=True, **kwargs)
     assert result["resumed_from_epoch"] == 1 and [m["epoch"] for m in metric_lines(run)] == [1, 2]

@@ -25,8 +25,9 @@ window tells them apart, which is the timing the Transformer sees and a mean of 
 An epoch keeps its n_train // B steps (tracks are drawn from further permutations).
 
 Loss: symmetric InfoNCE over the whole global batch (2048: every other track of the batch is a
-negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` (1e-3) per step
-after an optional linear warm-up. ``--resume`` with more epochs keeps the schedule planned so far
+negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` per step after a
+linear warm-up (5e-4: the paper's 1e-3 left MVPt stalled for some seeds on small stores; see
+:class:`mvpt.settings.RunConfig`). ``--resume`` with more epochs keeps the schedule planned so far
 (no jump of the learning rate mid-run) and appends a warm restart: a second cosine, from the peak,
 over the added steps (:class:`CosineCycles`). Validation each epoch: retrieval on the ``val``
 split as ``mvpt eval`` ranks it, at track level (centred windows) and segment level (10 s
