@@ -34,10 +34,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: train's)")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: train's)")
     ap.add_argument("--json", type=Path, default=None, help="write every result here")
     args = ap.parse_args()
-    settings = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
-                if v is not None}
+    settings = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                  ("lr", args.lr)) if v is not None}
     results: dict[str, dict[str, list[dict]]] = {m: {lv: [] for lv in LEVELS} for m in MODELS}
     for seed in args.seeds:
         for model in MODELS:
