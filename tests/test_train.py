@@ -19,7 +19,7 @@ import torch
 
 from mvpt.cli import main as cli_main
 from mvpt.run import Run
-from mvpt.settings import RunConfig
+from mvpt.settings import DEFAULT_LR, RunConfig
 from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
@@ -474,6 +474,19 @@ def test_run_folder_is_never_overwritten_and_resume_keeps_settings(store_path, t
     assert result["resumed_from_epoch"] == 1 and [m["epoch"] for m in metric_lines(run)] == [1, 2]
 
 
+def test_resume_without_lr_keeps_the_runs_own(store_path, tmp_path):
+    """A run started at another peak learning rate (1e-3, the default before 5e-4) resumes
+    without ``lr`` at its own; a new run without it gets the default."""
+    run = tmp_path / "run"
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 64, "progress": False}
+    train(store_path, run, epochs=1, lr=1e-3, **kwargs)
+    train(store_path, run, epochs=2, resume=True, **kwargs)
+    assert read_checkpoint(run / "last.pt")["run_config"]["lr"] == 1e-3
+    assert [m["epoch"] for m in metric_lines(run)] == [1, 2]
+    train(store_path, tmp_path / "new", epochs=1, **kwargs)
+    assert read_checkpoint(tmp_path / "new" / "last.pt")["run_config"]["lr"] == DEFAULT_LR == 5e-4
+
+
 def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, tmp_path):
     """A last.pt written before issue 10 (no window_policy, the schedule a plain function) was
     trained with a length per track: resuming needs --window-policy per-track, and its 2-epoch
@@ -522,7 +535,7 @@ def test_cli_train_and_models(store_path, tmp_path, capsys):
     assert summary["kind"] == "linear" and summary["best"]["epoch"] == 1
     config = json.loads(Path(run, "config.json").read_text())
     assert config["run_config"]["window_policy"] == "fixed"
-    assert config["run_config"]["warmup_share"] == 0.25
+    assert config["run_config"]["warmup_share"] == 0.25 and config["run_config"]["lr"] == 5e-4
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear"]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert cli_main(["train", str(tmp_path / "nowhere"), "--out", run + "2"]) == 1

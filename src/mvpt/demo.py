@@ -32,8 +32,8 @@ class DemoSettings:
     n_videos: int = 160
     seconds: float = 30.0
     seed: int = 0
-    # Training: None takes `mvpt train`'s defaults (mvpt.settings.RunConfig), chosen on a suite
-    # of synthetic feature sets (benchmarks/recipe_suite.py), never on the demo's own data.
+    # Training: None takes `mvpt train`'s defaults (mvpt.settings.RunConfig), measured on a
+    # suite of synthetic feature sets (benchmarks/recipe_suite.py); the demo overrides none.
     epochs: int | None = None
     batch_size: int | None = None
     # The music index's windows: None takes `mvpt index`'s defaults (the run's longest input,

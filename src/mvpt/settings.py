@@ -12,6 +12,11 @@ WINDOW_POLICIES = ("per-batch", "fixed", "per-track")
 # Segment level (the paper's second protocol): tracks cut into segments of this many seconds.
 SEGMENT_S = 10.0
 WARMUP_SHARE = 0.1  # of a run's steps, when warmup_steps is None (RunConfig.warmup_share)
+# Peak learning rate of a new run (RunConfig.lr). The paper's is 1e-3 (at batch 2048), our
+# default until defaults-v7: on the demo's store (batch 16) it left MVPt's val R@1 flat near 0.3
+# for seeds 0 and 3 while 5e-4 made all four take off; on the 3-seed feature suite 5e-4 is level
+# with 1e-3 (benchmarks/results/recipe/defaults-v7).
+DEFAULT_LR = 5e-4
 # Which epoch best.pt keeps, judged on the val split (see RunConfig.best_by).
 BEST_BY = ("r1", "track-r10", "last")
 
@@ -26,11 +31,9 @@ class RunConfig:
     # tracks). None: the paper's 2048, or an eighth of the training set (at least 16) when that
     # is smaller, so a small store still gets ~8 steps an epoch.
     batch_size: int | None = None
-    # Peak learning rate. The paper's is 1e-3 (at batch 2048), our default until defaults-v7: on
-    # the demo's store (batch 16) it left MVPt's val R@1 flat near 0.3 for seeds 0 and 3 while
-    # 5e-4 made all four take off; on the 3-seed feature suite 5e-4 is level with 1e-3
-    # (benchmarks/results/recipe/defaults-v7).
-    lr: float = 5e-4
+    # Peak learning rate. None: DEFAULT_LR for a new run, the run's own on --resume (so a run
+    # started under an older default resumes as it began).
+    lr: float | None = None
     weight_decay: float = 0.01
     # Linear warm-up steps before the cosine. None: ``warmup_share`` of the run's steps.
     # Without it the Transformer often stayed on the genre-level plateau on small stores (the
@@ -78,7 +81,7 @@ class RunConfig:
         for name in ("epochs", "batch_size", "min_clips"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UsageError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.weight_decay < 0 or (self.warmup_steps or 0) < 0:
+        if (self.lr is not None and not self.lr > 0) or self.weight_decay < 0 or (self.warmup_steps or 0) < 0:
             raise UsageError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0; got "
                              f"{self.lr}, {self.weight_decay}, {self.warmup_steps}")
         if not 0 <= self.warmup_share < 1:

@@ -27,7 +27,7 @@ An epoch keeps its n_train // B steps (tracks are drawn from further permutation
 Loss: symmetric InfoNCE over the whole global batch (2048: every other track of the batch is a
 negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` per step after a
 linear warm-up (5e-4: the paper's 1e-3 left MVPt stalled for some seeds on small stores; see
-:class:`mvpt.settings.RunConfig`). ``--resume`` with more epochs keeps the schedule planned so far
+:data:`mvpt.settings.DEFAULT_LR`). ``--resume`` with more epochs keeps the schedule planned so far
 (no jump of the learning rate mid-run) and appends a warm restart: a second cosine, from the peak,
 over the added steps (:class:`CosineCycles`). Validation each epoch: retrieval on the ``val``
 split as ``mvpt eval`` ranks it, at track level (centred windows) and segment level (10 s
@@ -107,7 +107,7 @@ from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
 from mvpt.settings import (  # noqa: F401 (re-exported)
-    SEGMENT_S, WARMUP_SHARE, WINDOW_POLICIES, RunConfig)
+    DEFAULT_LR, SEGMENT_S, WARMUP_SHARE, WINDOW_POLICIES, RunConfig)
 from mvpt.store import Features, FeatureStore
 from mvpt.streaming import ShardedFeatures, prefetch, window_rows
 
@@ -521,10 +521,14 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
                out_dir=Path(out_dir),
                val_segment_clips=_segment_clips(store, max_clips=model_config.max_clips))
     _check_run_dir(run, resume=resume)
+    last = run.out_dir / CHECKPOINT_NAMES["last"]
+    ckpt = read_checkpoint(last) if resume and last.is_file() else None
+    if config.lr is None:  # the default: a new run's, or the resumed run's own
+        config.lr = ckpt["run_config"]["lr"] if ckpt else DEFAULT_LR
     if model_config.kind != "linear":
         _setup_optimisation(run)
-    if resume and (run.out_dir / CHECKPOINT_NAMES["last"]).is_file():
-        _restore(run, read_checkpoint(run.out_dir / CHECKPOINT_NAMES["last"]), store_path)
+    if ckpt is not None:
+        _restore(run, ckpt, store_path)
     elif ctx.world_size > 1:
         for tensor in model.state_dict().values():
             dist.broadcast(tensor, 0)

@@ -11,7 +11,7 @@ from mvpt.commands.common import (
     positive_float,
     positive_int,
 )
-from mvpt.settings import BEST_BY, WINDOW_POLICIES, RunConfig
+from mvpt.settings import BEST_BY, DEFAULT_LR, WINDOW_POLICIES, RunConfig
 
 DEFAULTS = RunConfig()
 
@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
                    help="tracks per forward pass with gradients (cached embeddings, same loss "
                    "and gradient as one pass; default: the whole batch in one pass)")
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr,
-                   help="peak learning rate, cosine-annealed per step (default %(default)s)")
+                   help=f"peak learning rate, cosine-annealed per step (default {DEFAULT_LR} for "
+                   "a new run, the run's own with --resume; the paper's: 1e-3)")
     p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay,
                    help="AdamW weight decay (default %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=DEFAULTS.warmup_steps,
