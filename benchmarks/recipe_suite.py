@@ -72,6 +72,10 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "input-dropout-0.2": ("dropout 0.2 on the input clip features", {}, {"input_dropout": 0.2}),
     "cls": ("CLS pooling", {}, {"pooling": "cls"}),
     "min-clips-5": ("windows of 5 to 30 clips", {"min_clips": 5}, {}),
+    "temperature-0.03": ("learnable temperature starting at 0.03 (0.07)", {},
+                         {"temperature_init": 0.03}),
+    "temperature-min-0.05": ("temperature kept >= 0.05 (0.01: logit scale at most 20, not 100)",
+                             {}, {"temperature_min": 0.05}),
 }
 
 
