@@ -44,6 +44,7 @@ from mvpt.data.synth.styles import (
     Theme,
     Voice,
     genre_palette,
+    place_themes,
     plan_sections,
 )
 from mvpt.data.synth.writer import (
@@ -62,6 +63,6 @@ __all__ = [
     "AAC_RATES_HZ", "DEFAULT_DURATION_S", "GENRES", "GENRE_NAMES", "KEY_NAMES", "MAX_SECTIONS",
     "MIN_SECTION_S", "PALETTE_SIZE", "STEPS_PER_BAR", "VOICES", "Genre", "Part", "Section",
     "SynthResult", "Theme", "Voice", "generate", "generate_video", "genre_palette", "load_factors",
-    "music_clip", "plan_sections", "render_frames", "render_music", "render_note", "split_for_id",
-    "video_id", "write_mp4",
+    "music_clip", "place_themes", "plan_sections", "render_frames", "render_music", "render_note",
+    "split_for_id", "video_id", "write_mp4",
 ]

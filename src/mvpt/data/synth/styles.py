@@ -288,13 +288,22 @@ def plan_sections(
     Every video of a genre thus shows the same themes for the same time: the mean of its clips
     says little about which video it is, and only the order of the sections tells two videos
     apart, as in music videos whose sound and picture change together over time."""
-    style = _genre(genre)
     palette = genre_palette(genre) if palette is None else palette
     n_sections = int(min(len(palette), MAX_SECTIONS, max(1, duration_s // MIN_SECTION_S)))
     order = rng.permutation(len(palette))[:n_sections]
     bounds = _section_bounds(duration_s, n_sections, fps=fps)
-    return [_section(style, palette[k], start_s, end_s)
-            for k, start_s, end_s in zip(order, bounds[:-1], bounds[1:])]
+    return place_themes(genre, [palette[k] for k in order], bounds)
+
+
+def place_themes(genre: str, themes: list[Theme], bounds_s: list[float]) -> list[Section]:
+    """Sections of ``genre`` playing ``themes`` in order, the k-th over ``[bounds_s[k],
+    bounds_s[k + 1])`` seconds (so ``len(bounds_s) == len(themes) + 1``, increasing)."""
+    if len(bounds_s) != len(themes) + 1 or any(b <= a for a, b in zip(bounds_s, bounds_s[1:])):
+        raise UsageError(f"need {len(themes) + 1} increasing section bounds for {len(themes)} "
+                         f"themes, got {bounds_s!r}")
+    style = _genre(genre)
+    return [_section(style, theme, start_s, end_s)
+            for theme, start_s, end_s in zip(themes, bounds_s[:-1], bounds_s[1:])]
 
 
 def _section(style: Genre, theme: Theme, start_s: float, end_s: float) -> Section:
