@@ -76,6 +76,10 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
                          {"temperature_init": 0.03}),
     "temperature-min-0.05": ("temperature kept >= 0.05 (0.01: logit scale at most 20, not 100)",
                              {}, {"temperature_min": 0.05}),
+    "separate-encoders": ("one Transformer per modality (the paper's; the default before "
+                          "defaults-v8)", {}, {"shared_encoder": False}),
+    "positional-scale-2": ("a learnable scale on the positional encodings, started at 2", {},
+                           {"positional_scale": 2.0}),
 }
 
 

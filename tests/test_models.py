@@ -51,6 +51,7 @@ def fitted_linear(rng, n=64):
 def models_of_every_kind(rng):
     return {"mvpt": tiny_model("mvpt").eval(), "mvpt-cls": tiny_model("mvpt", pooling="cls").eval(),
             "mvpt-skip": tiny_model("mvpt", mean_skip=True).eval(),
+            "mvpt-shared": tiny_model("mvpt", shared_encoder=True, positional_scale=2.0).eval(),
             "mvpt-mean": tiny_model("mvpt", pooling="mean").eval(),
             "mlp": tiny_model("mlp").eval(), "linear": fitted_linear(rng)}
 
@@ -91,8 +92,8 @@ def test_load_config_from_file_and_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- masking
-@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mvpt-mean", "mlp",
-                                  "linear"])
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mvpt-shared", "mvpt-mean",
+                                  "mlp", "linear"])
 def test_embedding_ignores_padding_and_batch_composition(kind, rng):
     model = models_of_every_kind(rng)[kind]
     lengths = [3, 30, 7, 1]
@@ -134,6 +135,32 @@ def test_mean_skip_adds_an_mlp_of_the_mean_input(rng):
     expected = F.normalize(branch.skip(branch.input_proj(branch.input_norm(x)).mean(1)), dim=-1)
     torch.testing.assert_close(model.encode("video", x, mask), expected)
     torch.testing.assert_close(model.encode("video", x.flip(1), mask), expected)
+
+
+def test_shared_encoder_is_one_transformer_and_head_for_both_modalities(rng):
+    """shared_encoder: the audio branch runs the video branch's Transformer layers, final norm
+    and head (one set of weights, trained by both modalities); inputs and positions stay apart."""
+    separate = tiny_model("mvpt", shared_encoder=False)
+    shared = tiny_model("mvpt", shared_encoder=True)
+    video, audio = shared.branches["video"], shared.branches["audio"]
+    for name in ("transformer", "final_norm", "head"):
+        assert getattr(audio, name) is getattr(video, name)
+        apart = separate.branches
+        assert getattr(apart["audio"], name) is not getattr(apart["video"], name)
+    assert audio.input_proj is not video.input_proj and audio.input_norm is not video.input_norm
+    n_shared = sum(p.numel() for m in (video.transformer, video.final_norm, video.head)
+                   for p in m.parameters())
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(shared) == count(separate) - n_shared
+    # an audio-only loss trains the weights the video branch uses
+    x = torch.from_numpy(rng.normal(size=(2, 5, AUDIO_DIM))).float()
+    shared.encode("audio", x, torch.ones(2, 5, dtype=torch.bool)).sum().backward()
+    assert video.transformer.layers[0].linear1.weight.grad.abs().sum() > 0
+    assert video.input_proj.weight.grad is None
+    # a config written before the option (a run of then) keeps one Transformer per modality
+    from mvpt.models.mvpt import MVPtConfig
+    older = {k: v for k, v in shared.config.to_dict().items() if k != "shared_encoder"}
+    assert MVPtConfig(**older).shared_encoder is False
 
 
 def test_input_dropout_drops_input_features_only_while_training(rng):
@@ -224,6 +251,28 @@ def test_positional_option_and_what_a_checkpoint_holds(positional):
         MVPtConfig(name="t", positional="rotary")
 
 
+def test_positional_scale_is_a_learnable_weight_on_the_positions(rng):
+    """positional_scale: the positions are added times exp(a learnable log scale), per branch,
+    started at the configured value; unset, there is no such parameter (older checkpoints)."""
+    plain, scaled = tiny_model("mvpt").eval(), tiny_model("mvpt", positional_scale=2.0).eval()
+    assert plain.branches["video"].pos_log_scale is None
+    assert not [k for k in plain.state_dict() if "pos_log_scale" in k]
+    for branch in scaled.branches.values():
+        assert branch.pos_log_scale.exp().item() == pytest.approx(2.0)
+    # same weights (same seed) and twice the sinusoids: the same output as the scaled model
+    plain.branches["video"].pos_embedding.mul_(2.0)
+    x = torch.from_numpy(rng.normal(size=(3, 7, VIDEO_DIM))).float()
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(scaled.encode("video", x, mask), plain.encode("video", x, mask))
+    scaled.train().encode("video", x, mask).sum().backward()
+    assert scaled.branches["video"].pos_log_scale.grad.abs().item() > 0
+    for bad in (0, -1.0, True, "2"):
+        with pytest.raises(ModelError, match="positional_scale must be"):
+            tiny_model("mvpt", positional_scale=bad)
+
+
 def test_encode_rejects_bad_inputs():
     model = tiny_model("mvpt")
     ones = torch.ones(2, 5, dtype=torch.bool)
@@ -288,8 +337,8 @@ def save_run(tmp_path, model, manifest):
     return run
 
 
-@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mvpt-mean", "mlp",
-                                  "linear"])
+@pytest.mark.parametrize("kind", ["mvpt", "mvpt-cls", "mvpt-skip", "mvpt-shared", "mvpt-mean",
+                                  "mlp", "linear"])
 def test_checkpoint_round_trip_and_embed_sequences(kind, tmp_path, rng):
     model = models_of_every_kind(rng)[kind]
     run = save_run(tmp_path, model, store_manifest())

@@ -1,5 +1,6 @@
-"""MVPt: one Transformer per modality over a sequence of per-clip features, pooled into a shared,
-L2-normalised embedding space (the paper's model; seed appendix B).
+"""MVPt: a Transformer over each modality's sequence of per-clip features, pooled into a shared,
+L2-normalised embedding space (the paper's model; seed appendix B). The paper has one Transformer
+per modality; ``shared_encoder`` (on in the shipped config) runs one for both.
 
 Per modality: (optional LayerNorm of the input features, our addition for features of any scale)
 -> linear projection to ``d_hidden`` (256) -> + positional encodings (at most ``max_clips`` = K
@@ -17,6 +18,10 @@ share it covers (:func:`pyramid_weights`), so no part is empty however short the
 
 Padding never changes an output: padded clips are masked out of attention (key padding mask) and
 of the pooling, so a sequence embeds the same alone or batched with longer ones.
+
+Options measured on the feature suite (README, "The training recipe"): ``shared_encoder``, one
+Transformer, final norm and head for both modalities (each keeps its input norm, projection and
+positions); ``positional_scale``, a learnable weight on the positional encodings.
 
 This module also holds what every model shares: :class:`ModelConfig`, :class:`JointEmbedder`
 (the ``encode(modality, x, mask)`` interface) and :func:`masked_mean`.
@@ -66,6 +71,10 @@ class MVPtConfig(ModelConfig):
     pooling: str = "mean"
     pyramid_levels: tuple[int, ...] = (1, 2)  # "pyramid": for each n, n equal consecutive parts
     positional: str = "sinusoidal"  # fixed sinusoids (the original Transformer's), or "learned"
+    # A learnable scale on the positional encodings, per branch, started at this value (kept as
+    # its log, so it stays positive): how much where a clip is weighs against what it is. None
+    # (the default here, so older configs and checkpoints keep their meaning): no scale.
+    positional_scale: float | None = None
     input_norm: bool = True
     # Dropout on the (normalised) input clip features while training, each feature of each clip
     # alone; 0 (the default here, so older configs and checkpoints keep their meaning): none.
@@ -73,6 +82,10 @@ class MVPtConfig(ModelConfig):
     # Add an MLP of the mean of the projected input clips to the pooled Transformer output: the
     # plain mix the MLP baseline sees stays one residual path away, the Transformer adds order.
     mean_skip: bool = False
+    # One Transformer (its layers, final LayerNorm and output head) for both modalities; each
+    # keeps its own input LayerNorm, projection and positions. False (the default here, so older
+    # configs and checkpoints keep their meaning): one Transformer per modality, as in the paper.
+    shared_encoder: bool = False
     temperature_init: float = 0.07
     temperature_min: float = 0.01
 
@@ -90,6 +103,11 @@ class MVPtConfig(ModelConfig):
         if self.positional not in ("sinusoidal", "learned"):
             raise ModelError(f"model {self.name!r}: positional must be 'sinusoidal' or 'learned', "
                              f"got {self.positional!r}")
+        if self.positional_scale is not None and not (
+                isinstance(self.positional_scale, (int, float))
+                and not isinstance(self.positional_scale, bool) and self.positional_scale > 0):
+            raise ModelError(f"model {self.name!r}: positional_scale must be a number > 0 or "
+                             f"null, got {self.positional_scale!r}")
         if not 0.0 <= self.input_dropout < 1.0:
             raise ModelError(f"model {self.name!r}: input_dropout must be in [0, 1), "
                              f"got {self.input_dropout!r}")
@@ -207,6 +225,8 @@ class SequenceEncoder(nn.Module):
         self.skip = (nn.Sequential(nn.Linear(c.d_hidden, c.d_hidden), nn.GELU(),
                                    nn.Dropout(c.dropout), nn.Linear(c.d_hidden, c.d_joint))
                      if c.mean_skip else None)
+        self.pos_log_scale = (nn.Parameter(torch.tensor(math.log(c.positional_scale)))
+                              if c.positional_scale is not None else None)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.input_proj(self.input_dropout(self.input_norm(x)))
@@ -214,7 +234,10 @@ class SequenceEncoder(nn.Module):
         if self.cls_token is not None:
             h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1)
             mask = torch.cat([mask.new_ones(len(h), 1), mask], dim=1)
-        h = self.dropout(h + self.pos_embedding[: h.shape[1]])
+        positions = self.pos_embedding[: h.shape[1]]
+        if self.pos_log_scale is not None:
+            positions = self.pos_log_scale.exp() * positions
+        h = self.dropout(h + positions)
         h = self.transformer(h, src_key_padding_mask=~mask)
         h = self.final_norm(h)
         if self.cls_token is not None:
@@ -236,6 +259,10 @@ class MVPt(JointEmbedder):
         self.input_dims = {"video": video_dim, "audio": audio_dim}
         self.branches = nn.ModuleDict({
             m: SequenceEncoder(input_dim=d, config=config) for m, d in self.input_dims.items()})
+        if config.shared_encoder:  # the audio branch uses the video branch's modules
+            video, audio = self.branches["video"], self.branches["audio"]
+            audio.transformer, audio.final_norm, audio.head = (
+                video.transformer, video.final_norm, video.head)
         self.logit_scale = LogitScale(temperature_init=config.temperature_init,
                                       temperature_min=config.temperature_min)
 
