@@ -29,7 +29,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from mvpt.commands.serve import KEEP_ALIVE_S
+
 HOST = "127.0.0.1"
+# The clients drop an idle connection well before the server would, so none is reused just as
+# the server closes it (that race shows as a RemoteProtocolError, not a server fault).
+CLIENT_KEEPALIVE_S = KEEP_ALIVE_S / 2
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -167,7 +172,7 @@ async def sample_memory(pid: int, tally: Tally, work_dir: Path, duration_s: floa
 async def run_load(args, *, base: str, video: Path, pid: int, work_dir: Path) -> dict:
     tally = Tally(max_requests=args.max_requests, deadline=time.monotonic() + args.duration)
     samples: dict = {}
-    limits = httpx.Limits(max_connections=args.clients)
+    limits = httpx.Limits(max_connections=args.clients, keepalive_expiry=CLIENT_KEEPALIVE_S)
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
         started = time.perf_counter()
         memory = asyncio.create_task(sample_memory(pid, tally, work_dir, args.duration, samples))

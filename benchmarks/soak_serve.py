@@ -31,7 +31,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_serve import HOST, build_query_video, build_tiny_index, free_port, start_server  # noqa: E402
+from load_serve import (  # noqa: E402
+    CLIENT_KEEPALIVE_S, HOST, build_query_video, build_tiny_index, free_port, start_server)
 
 
 def parse_args() -> argparse.Namespace:
@@ -183,7 +184,9 @@ async def reference_health_s(client, n: int = 50) -> list[float]:
 
 async def soak(args, *, port: int, pid: int, video: Path, work_dir: Path, track_urls: list[str]) -> dict:
     video_bytes = video.read_bytes()
-    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=300) as client:
+    limits = httpx.Limits(keepalive_expiry=CLIENT_KEEPALIVE_S)
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=300,
+                                 limits=limits) as client:
         idle = await reference_health_s(client)
         warm = await client.post("/api/recommend", files={"video": ("q.mp4", video_bytes, "video/mp4")})
         tally = Tally(time.monotonic() + args.duration)

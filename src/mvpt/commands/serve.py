@@ -40,6 +40,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+# Seconds an idle keep-alive connection stays open (uvicorn's default, said once here). A client
+# that keeps idle connections as long may reuse one just as the server closes it and get no
+# response (a race every HTTP/1.1 keep-alive has); browsers retry such a request, and the
+# load and soak benchmarks keep theirs for half this time.
+KEEP_ALIVE_S = 5
+
+
 def run(args) -> int:
     import uvicorn
 
@@ -62,7 +69,8 @@ def run(args) -> int:
         print(f"serve: warning: listening on {args.host}: other machines can reach this server")
     print(f"serve: {len(app.state.server.tracks)} tracks from {args.index} at "
           f"http://{_url_host(args.host)}:{args.port}/ (Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                timeout_keep_alive=KEEP_ALIVE_S)
     return 0
 
 
