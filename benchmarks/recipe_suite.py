@@ -61,6 +61,7 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
     "no-warmup": ("no warm-up (the default before defaults-v5)", {"warmup_steps": 0}, {}),
     "best-by-track-r10": ("best.pt by track-level val R@10, ties to the earlier epoch (the "
                           "rule before defaults-v6)", {"best_by": "track-r10"}, {}),
+    "best-by-last": ("best.pt is the last epoch", {"best_by": "last"}, {}),
     "lr-3e-4": ("lr 3e-4", {"lr": 3e-4}, {}),
     "lr-1e-3": ("lr 1e-3 (the paper's, at batch 2048; the default before defaults-v7)",
                 {"lr": 1e-3}, {}),
@@ -80,6 +81,8 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
                           "defaults-v8)", {}, {"shared_encoder": False}),
     "positional-scale-2": ("a learnable scale on the positional encodings, started at 2", {},
                            {"positional_scale": 2.0}),
+    "reverse-0.5": ("half the training windows played backwards (video and music alike)",
+                    {"reverse_share": 0.5}, {}),
 }
 
 

@@ -28,6 +28,7 @@ from mvpt.streaming import ShardedFeatures, prefetch
 from tests.fixtures.stores import make_constant_store, make_synthetic_store
 from mvpt.train import (
     Batch,
+    backward_windows,
     contrastive_backward,
     epoch_plan,
     separated_starts,
@@ -185,6 +186,37 @@ def test_streamed_windows_equal_the_in_memory_copy(store_path):
         a, b = gather_batch(memory, *part), gather_batch(streamed, *part)
         assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
         assert torch.equal(a.mask, b.mask) and not bool(a.mask.all())
+
+
+def test_backward_windows_play_their_clips_in_reverse(store_path):
+    """A window marked backwards holds the same clips, last first, in both modalities (still
+    aligned clip by clip), in memory and streamed alike; a padded window reverses its valid
+    clips only and keeps its padding at the end."""
+    store = FeatureStore.open(store_path)
+    memory = store.load(split="train", arrays=("video", "audio"))
+    streamed = ShardedFeatures(store, split="train", arrays=("video", "audio"))
+    tracks, starts, lengths = np.array([3, 0, 150]), np.array([2, 0, 7]), np.array([5, 12, 12])
+    backwards = np.array([True, False, True])
+    forward = gather_batch(memory, tracks, starts, lengths)
+    for features in (memory, streamed):
+        batch = gather_batch(features, tracks, starts, lengths, backwards)
+        assert torch.equal(batch.mask, forward.mask)
+        for name in ("video", "audio"):
+            x, ref = getattr(batch, name), getattr(forward, name)
+            assert torch.equal(x[0, :5], ref[0, :5].flip(0)) and float(x[0, 5:].abs().sum()) == 0
+            assert torch.equal(x[1], ref[1]) and torch.equal(x[2], ref[2].flip(0))
+            assert not torch.equal(x[0], ref[0])
+
+
+def test_backward_windows_are_drawn_per_epoch_apart_from_the_plan():
+    """Which windows play backwards: about ``share`` of them, the same for the same (seed,
+    epoch), others for another epoch, none at share 0."""
+    half = backward_windows(4000, seed=3, epoch=1, share=0.5)
+    assert 0.45 < half.mean() < 0.55
+    assert np.array_equal(half, backward_windows(4000, seed=3, epoch=1, share=0.5))
+    assert not np.array_equal(half, backward_windows(4000, seed=3, epoch=2, share=0.5))
+    assert not backward_windows(4000, seed=3, epoch=1, share=0.0).any()
+    assert backward_windows(10, seed=3, epoch=1, share=1.0).all()
 
 
 def test_prefetch_keeps_order_raises_errors_and_stops_early():
@@ -427,6 +459,21 @@ def test_streaming_training_equals_in_memory_training(store_path, tmp_path, monk
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_reverse_share_reaches_training_and_leaves_a_mean_unchanged(store_path, tmp_path):
+    """Windows played backwards change what MVPt (which sees the order) trains on, and leave the
+    MLP (which sees the mean of the clips) where it was, up to float rounding of the sum."""
+    def losses(model, share, name):
+        overrides = {"mlp": {"d_hidden": 8}}.get(model, {})
+        config = tiny_config_file(tmp_path) if model == "mvpt" else model
+        train(store_path, tmp_path / name, model=config, model_overrides=overrides, epochs=2,
+              batch_size=32, reverse_share=share, progress=False)
+        return [m["loss"] for m in metric_lines(tmp_path / name)]
+
+    assert losses("mvpt", 0.5, "mvpt-half") != pytest.approx(losses("mvpt", 0.0, "mvpt"),
+                                                               rel=1e-4)
+    assert losses("mlp", 1.0, "mlp-all") == pytest.approx(losses("mlp", 0.0, "mlp"), rel=1e-5)
+
+
 @pytest.mark.parametrize("model", ["mlp", "linear"])
 def test_baselines_train_through_the_same_entry_point(model, store_path, tmp_path):
     overrides = {"mlp": {"d_hidden": 32, "d_joint": 16}, "linear": {"d_joint": 8}}[model]
@@ -500,6 +547,7 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     del ckpt["run_config"]["window_policy"]
     del ckpt["run_config"]["best_by"]  # made before the setting: best.pt by track-level R@10
     del ckpt["run_config"]["warmup_share"]  # (the same: a tenth, the only share there was)
+    del ckpt["run_config"]["reverse_share"]  # (the same: no window played backwards)
     ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]
     torch.save(ckpt, run / "last.pt")
     with pytest.raises(UsageError, match=r"window_policy='per-batch' \(run: 'per-track'\)"):
@@ -507,7 +555,8 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     train(store_path, run, epochs=4, resume=True, window_policy="per-track", **kwargs)
     lrs = [m["lr"] for m in metric_lines(run)]
     assert lrs[1] == 0.0 and lrs[2] == pytest.approx(5e-3) and lrs[3] == pytest.approx(0.0)
-    assert read_checkpoint(run / "last.pt")["run_config"]["best_by"] == "track-r10"
+    stored = read_checkpoint(run / "last.pt")["run_config"]
+    assert stored["best_by"] == "track-r10" and stored["reverse_share"] == 0.0
 
 
 def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):

@@ -24,6 +24,13 @@ its twin's pair. The twins share the track's content, so only where things happe
 window tells them apart, which is the timing the Transformer sees and a mean of clips does not.
 An epoch keeps its n_train // B steps (tracks are drawn from further permutations).
 
+An option, off by default: ``reverse_share`` of the windows, drawn anew each epoch, play
+backwards, their clips in reverse order, video and music alike, so the pair stays aligned clip by
+clip. A window played backwards holds the same sections in another order, as the order-only
+siblings of a library do (an edit or a remix of one song): more orders to learn from than the
+training tracks have, and the same mean, so a model that pools by the mean sees no change. 0.5
+was measured on the feature suite and not taken.
+
 Loss: symmetric InfoNCE over the whole global batch (2048: every other track of the batch is a
 negative) with a learnable temperature; AdamW; cosine annealing from ``lr`` per step after a
 linear warm-up (5e-4: the paper's 1e-3 left MVPt stalled for some seeds on small stores; see
@@ -166,10 +173,14 @@ def random_starts(n_clips: np.ndarray, lengths: np.ndarray, *,
 
 
 def gather_batch(features: Features | ShardedFeatures, tracks: np.ndarray, starts: np.ndarray,
-                 lengths: np.ndarray) -> Batch:
+                 lengths: np.ndarray, backwards: np.ndarray | None = None) -> Batch:
     """The windows [starts, starts + lengths) of ``tracks`` as a zero-padded float32 Batch, from
-    features in memory or read from the store's shards (same values)."""
+    features in memory or read from the store's shards (same values). Where ``backwards`` [B] is
+    True the window's clips come in reverse order, video and audio alike."""
     rows, mask = window_rows(starts, lengths)
+    if backwards is not None and backwards.any():  # clip start + i -> start + length - 1 - i
+        flipped = 2 * starts[:, None] + lengths[:, None] - 1 - rows
+        rows = np.where(backwards[:, None], flipped, rows)
     keep = torch.from_numpy(mask)
     padded = not mask.all()  # (windows of one length, as the shared policies give: no padding)
     out = []
@@ -205,6 +216,18 @@ def epoch_plan(n_tracks: int, *, seed: int, epoch: int, batch_size: int, min_cli
                                        policy=policy, min_clips=min_clips,
                                        max_clips=max_clips), batch_size)
     return order, random_starts(n_clips[order], lengths, rng=rng), lengths
+
+
+def backward_windows(n_windows: int, *, seed: int, epoch: int, share: float) -> np.ndarray:
+    """Which windows of the epoch's plan play backwards (``reverse_share``): bool [n_windows],
+    each True with probability ``share``, from a generator of their own seeded by (seed, epoch),
+    so that the plan's tracks and windows stay those of a run without reversal."""
+    if share <= 0:
+        return np.zeros(n_windows, dtype=bool)
+    return np.random.default_rng([seed, epoch, _REVERSE_STREAM]).random(n_windows) < share
+
+
+_REVERSE_STREAM = 1  # tells the reversal's generator from epoch_plan's ([seed, epoch])
 
 
 def paired_plan(order: np.ndarray, *, rng: np.random.Generator, steps: int, batch_size: int,
@@ -449,7 +472,8 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
     fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, warmup_share,
-    min_clips, window_policy, windows_per_track, best_by, chunk_size, precision, seed).
+    min_clips, window_policy, windows_per_track, best_by, reverse_share, chunk_size, precision,
+    seed).
     ``model_overrides`` replace model config fields.
     ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
     epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
@@ -655,6 +679,7 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
         run.config.warmup_steps = stored.get("warmup_steps", 0)
     stored.setdefault("warmup_share", WARMUP_SHARE)  # runs started before the setting
     stored.setdefault("best_by", "track-r10")  # (the same: best.pt's rule before the setting)
+    stored.setdefault("reverse_share", 0.0)  # (the same: no window played backwards before it)
     if run.config.best_by is None:
         run.config.best_by = stored["best_by"]
     differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
@@ -718,8 +743,11 @@ def _train_epochs(run: _Run, *, progress: bool) -> None:
                           min_clips=c.min_clips, max_clips=run.model.config.max_clips,
                           n_clips=run.train.n_clips, policy=c.window_policy,
                           windows_per_track=c.windows_per_track)
+        backwards = backward_windows(len(plan[0]), seed=c.seed, epoch=epoch,
+                                     share=c.reverse_share)
         losses = []
-        with closing(prefetch(_local_batches(run, *plan))) as batches:  # stops it on errors
+        batches = prefetch(_local_batches(run, *plan, backwards))
+        with closing(batches):  # stops it on errors
             for batch in batches:
                 losses.append(_optimizer_step(run, batch.to(ctx.device)))
                 bar.update(1)
@@ -730,14 +758,16 @@ def _train_epochs(run: _Run, *, progress: bool) -> None:
     bar.close()
 
 
-def _local_batches(run: _Run, tracks: np.ndarray, starts: np.ndarray, lengths: np.ndarray):
+def _local_batches(run: _Run, tracks: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                   backwards: np.ndarray):
     """This process's slice of each global batch of the epoch's plan, as CPU tensors (pinned
     for a CUDA device)."""
     local, rank = run.global_batch // run.ctx.world_size, run.ctx.rank
     pin = run.ctx.device.type == "cuda"
     for s in range(run.steps_per_epoch):
         mine = slice(s * run.global_batch + rank * local, s * run.global_batch + (rank + 1) * local)
-        batch = gather_batch(run.train, tracks[mine], starts[mine], lengths[mine])
+        batch = gather_batch(run.train, tracks[mine], starts[mine], lengths[mine],
+                             backwards[mine])
         yield batch.pin_memory() if pin else batch
 
 

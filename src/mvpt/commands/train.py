@@ -72,6 +72,10 @@ def add_parser(sub) -> None:
                    "to the later epoch; track-r10, the best track-level mean R@10 (ties: R@1, "
                    "then the earlier epoch; the rule before this option); last, the last epoch "
                    "(default: r1, or a resumed run's own)")
+    p.add_argument("--reverse-share", type=float, default=DEFAULTS.reverse_share, metavar="F",
+                   help="share of training windows whose clips play in reverse order, video "
+                   "and music alike, drawn anew each epoch: the same sections in another order "
+                   "(default %(default)s)")
     p.add_argument("--in-memory", action="store_true",
                    help="copy the train and val splits into memory first instead of reading "
                    "each batch from the store's memory-mapped shards (same results)")
@@ -101,7 +105,7 @@ def run(args) -> int:
         warmup_steps=args.warmup_steps, warmup_share=args.warmup_share,
         min_clips=args.min_clips,
         window_policy=args.window_policy, windows_per_track=args.windows_per_track,
-        best_by=args.best_by,
+        best_by=args.best_by, reverse_share=args.reverse_share,
         in_memory=args.in_memory, precision=args.precision,
         seed=args.seed)
     if summary["world_size"] > 1 and not _is_rank0():
