@@ -208,9 +208,9 @@ def test_backward_windows_play_their_clips_in_reverse(store_path):
             assert not torch.equal(x[0], ref[0])
 
 
-def test_backward_windows_are_drawn_per_epoch_apart_from_the_plan():
+def test_backward_windows_are_seeded_per_epoch():
     """Which windows play backwards: about ``share`` of them, the same for the same (seed,
-    epoch), others for another epoch, none at share 0."""
+    epoch), others for another epoch, none at share 0, all at 1."""
     half = backward_windows(4000, seed=3, epoch=1, share=0.5)
     assert 0.45 < half.mean() < 0.55
     assert np.array_equal(half, backward_windows(4000, seed=3, epoch=1, share=0.5))
