@@ -172,17 +172,36 @@ def test_ray_store_equals_local_store(pipeline, local_store, request):
             np.testing.assert_array_equal(a[name], b[name], err_msg=f"{item_id} {name}")
 
 
+def runs_a_unit(pid: int) -> bool:
+    """Whether process ``pid`` is a Ray worker running an extraction unit: Ray titles a worker
+    after the method it runs and titles it back in a ``finally`` before the task's reply leaves
+    the process."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ExtractWorker.run_unit")
+    except OSError:
+        return False
+
+
 def busy_worker_pids() -> list[int]:
-    """Ray worker processes running an extraction unit (Ray names them after the method)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
+    """Ray worker processes running an extraction unit."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            and runs_a_unit(int(p.name))]
+
+
+def freeze_a_busy_worker() -> int | None:
+    """Stop (SIGSTOP) a worker in the middle of a unit and return its pid; None when none is.
+    A worker still titled after ``run_unit`` once stopped has not sent that unit's result, so
+    killing it takes the unit with it. Without the stop, a unit could end between reading the
+    title and the kill; near the end of a run nothing is then left to redo (seen in CI)."""
+    for pid in busy_worker_pids():
         try:
-            cmd = (proc / "cmdline").read_bytes()
-        except OSError:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
             continue
-        if proc.name.isdigit() and cmd.startswith(b"ray::ExtractWorker.run_unit"):
-            pids.append(int(proc.name))
-    return pids
+        if runs_a_unit(pid):
+            return pid
+        os.kill(pid, signal.SIGCONT)
+    return None
 
 
 def wait_for(predicate, timeout_s: float, what: str):
@@ -205,7 +224,7 @@ def test_killed_worker_only_its_unit_is_redone(cluster, media20, tmp_path):
                            text=True)
     try:
         wait_for(lambda: list(out.glob("shards/*/DONE")), 300, "a first shard")
-        victim = wait_for(busy_worker_pids, 60, "a busy worker")[0]
+        victim = wait_for(freeze_a_busy_worker, 60, "a worker stopped in the middle of a unit")
         os.kill(victim, signal.SIGKILL)
         _, err = run.communicate(timeout=420)
     finally:
