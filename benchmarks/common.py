@@ -13,6 +13,14 @@ CACHE = Path.home() / ".cache" / "mvpt-bench"
 DEBIAN_VIDEO = ("openboard-common", "usr/share/openboard/library/videos/wannaworktogether.mp4")
 
 
+def _unpack_debian(package: str, tmp: str) -> Path:
+    """Fetch Debian's ``package`` with apt-get download into ``tmp``; the unpacked root."""
+    subprocess.run(["apt-get", "download", package], cwd=tmp, check=True, capture_output=True)
+    deb = next(Path(tmp).glob(f"{package}_*.deb"))
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
+    return Path(tmp) / "x"
+
+
 def debian_video() -> Path:
     """A 180 s Creative Commons animation with music from Debian's openboard-common package,
     fetched with apt-get download and unpacked into the cache (never committed)."""
@@ -22,12 +30,48 @@ def debian_video() -> Path:
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True,
-                       capture_output=True)
-        deb = next(Path(tmp).glob(f"{package}_*.deb"))
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "x")], check=True)
-        shutil.copy(Path(tmp) / "x" / member, target)
+        shutil.copy(_unpack_debian(package, tmp) / member, target)
     return target
+
+
+def _debian_wallpapers(package: str) -> Path:
+    """The folder of wallpapers of Debian's ``package``, unpacked into the cache once."""
+    target = CACHE / package
+    if not target.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            partial = target.with_suffix(".part")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(_unpack_debian(package, tmp) / "usr/share/backgrounds", partial)
+            partial.rename(target)
+    return target
+
+
+def debian_pictures(per_picture: int = 16, *, size: int = 224, seed: int = 0):
+    """uint8 RGB frames [n, size, size, 3]: ``per_picture`` square crops (a quarter to all of the
+    shorter side, seeded) of each wallpaper of Debian's ukui-wallpapers and lomiri-wallpapers
+    (photographs and artwork, fetched into the cache, never committed), resized to ``size``: real
+    pictures of another kind than the benchmark video, for checking a build of the frame encoder."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for package in ("ukui-wallpapers", "lomiri-wallpapers"):
+        folder = _debian_wallpapers(package)
+        for path in sorted(folder.iterdir()):
+            if path.suffix not in (".jpg", ".png") or path.stat().st_size < 1000:
+                continue  # a placeholder of a few bytes
+            with av.open(str(path)) as container:
+                picture = next(container.decode(video=0)).to_ndarray(format="rgb24")
+            h, w, _ = picture.shape
+            for _ in range(per_picture):
+                side = int(rng.uniform(0.25, 1.0) * min(h, w))
+                y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+                crop = np.ascontiguousarray(picture[y:y + side, x:x + side])
+                frames.append(av.VideoFrame.from_ndarray(crop, format="rgb24").reformat(
+                    width=size, height=size).to_ndarray(format="rgb24"))
+    return np.stack(frames)
 
 
 def realistic_video(*, minutes: float = 12.0, size=(640, 360), fps: int = 30,

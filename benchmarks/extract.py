@@ -13,9 +13,10 @@ these real frames), and the whole extraction once per lever (LEVERS: the PyTorch
 with one decode process (before), onnxruntime with one decode process on FFmpeg's threads and on
 one thread, two single-threaded decode processes (the default), spinning onnxruntime threads,
 decoding in-process (no overlap)); plus the frame encoder's achieved FLOP/s beside a
-plain matmul FLOP/s measured in the same run. With --int8, an int8 build of the frame encoder
-(onnxruntime static quantization, calibrated on other frames of the same video) is timed and its
-features compared with float32 on the same frames.
+plain matmul FLOP/s measured in the same run. With --int8, int8 builds of the frame encoder
+(onnxruntime static quantization, INT8_SETTINGS, calibrated on other frames of the same video or
+on generated frames) are timed and their features compared with float32 on the same frames and
+on crops of Debian's wallpapers (real pictures of another kind).
 With --openvino (needs the openvino package, not a dependency of mvpt), the same ONNX export of
 the frame encoder runs on OpenVINO in float32 and in bfloat16, timed and compared with
 onnxruntime's features on the same frames.
@@ -44,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CACHE, matmul_flops, realistic_video  # noqa: E402
+from common import CACHE, debian_pictures, matmul_flops, realistic_video  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -229,41 +230,81 @@ def skipping_lever(path: Path, figures: dict) -> None:
         bframes_copy(path))
 
 
+#: The int8 builds --int8 measures: (label, convolutions left in float32 (the first k and the
+#: last l), reduced range, calibration frames). "whole" is the earlier best setting (stem and
+#: head in float32, 7-bit weights as for CPUs without VNNI); "first-k" leave the first k
+#: convolutions in float32 (the error comes from the early layers: float32 in the last 4-12
+#: changed nothing in a scratch sweep) with full-range weights (for CPUs with VNNI), calibrated on
+#: other frames of the benchmark video ("video") or on frames of mvpt's generator ("generated",
+#: what a shipped build could use).
+INT8_SETTINGS = (("whole", 1, 1, True, "video"), ("first-6", 6, 0, False, "video"),
+                 ("first-6", 6, 0, False, "generated"), ("first-10", 10, 0, False, "generated"))
+
+
+def generated_frames(n: int) -> np.ndarray:
+    """``n`` frames of videos from mvpt's own generator at 224x224 (seed 7)."""
+    from mvpt.data.synth.writer import generate_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batches = []
+        for index in range(8):
+            generate_video(tmp, index=index, seed=7, size=(224, 224), fps=6.0)
+        for path in sorted(Path(tmp, "videos").glob("*.mp4")):
+            times = frame_times(clip_bounds(media.probe(path).duration_s, ClipConfig().clip_s))
+            batches.append(media.read_frames(path, times[::3], size=(224, 224)))
+    return np.concatenate(batches)[:n]
+
+
 def int8_lever(encoder, frames: np.ndarray, calibration: np.ndarray) -> dict:
-    """The float32 ONNX export of ``encoder`` quantised to int8 (QDQ, per-channel weights, reduced
-    range for AVX2, stem and head left in float32: the best of the settings tried), timed and
-    compared with float32 on ``frames``."""
+    """The float32 ONNX export of ``encoder`` quantised to int8 (QDQ, per-channel int8 weights,
+    uint8 activations, MinMax ranges) in each of INT8_SETTINGS, calibrated on ``calibration``
+    (other frames of the same video) or on as many generated frames; each timed on ``frames``,
+    and its features compared with float32 on ``frames`` and on crops of Debian's wallpapers
+    (:func:`common.debian_pictures`: real pictures of another kind)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Frames(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"frames": calibration[i:i + 8]}
-                                 for i in range(0, len(calibration), 8)])
+        def __init__(self, data):
+            self.batches = iter([{"frames": data[i:i + 8]} for i in range(0, len(data), 8)])
 
         def get_next(self):
             return next(self.batches, None)
 
+    pictures = debian_pictures()
+    reference = encoder.encode_frames(frames)
+    reference_pictures = encoder.encode_frames(pictures)
+    calibrations = {"video": calibration, "generated": generated_frames(len(calibration))}
+    figures = {"int8_pictures": len(pictures)}
     with tempfile.TemporaryDirectory() as tmp:
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(encoder.onnx_path), str(pre))
         convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
-        quantize_static(str(pre), str(out), Frames(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=[convs[0], convs[-1]])
-        session = onnx_cache.cpu_session(out, threads=encoder.threads)
-    session.run(None, {"frames": frames[:8]})
+        for label, first, last, reduce, calibrated_on in INT8_SETTINGS:
+            key = f"int8_{label}_{calibrated_on}"
+            out = Path(tmp) / f"{key}.onnx"
+            quantize_static(str(pre), str(out), Frames(calibrations[calibrated_on]),
+                            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=convs[:first] + (convs[-last:] if last else []))
+            session = onnx_cache.cpu_session(out, threads=encoder.threads)
 
-    def encode():
-        return np.concatenate([session.run(None, {"frames": frames[i:i + 32]})[0]
-                               for i in range(0, len(frames), 32)])
+            def encode(data):
+                return np.concatenate([session.run(None, {"frames": data[i:i + 32]})[0]
+                                       for i in range(0, len(data), 32)])
 
-    int8, t, _ = timed(encode)
-    cos = cosines(int8, encoder.encode_frames(frames))
-    return {"int8_frames_per_s": len(frames) / t, "int8_min_cosine": float(cos.min()),
-            "int8_mean_cosine": float(cos.mean())}
+            encode(frames[:8])
+            int8, t, _ = timed(lambda: encode(frames))
+            on_video, on_pictures = cosines(int8, reference), cosines(encode(pictures),
+                                                                      reference_pictures)
+            figures.update({f"{key}_frames_per_s": len(frames) / t,
+                            f"{key}_min_cosine": float(on_video.min()),
+                            f"{key}_mean_cosine": float(on_video.mean()),
+                            f"{key}_pictures_min_cosine": float(on_pictures.min()),
+                            f"{key}_pictures_mean_cosine": float(on_pictures.mean())})
+    return figures
 
 
 def openvino_lever(encoder, frames: np.ndarray) -> dict:
@@ -347,7 +388,8 @@ def main() -> None:
     ap.add_argument("--openvino", action="store_true",
                     help="also time the frame encoder on OpenVINO (needs openvino)")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="rounds of the whole extraction's levers; each lever's fastest counts")
+                    help="rounds of the whole extraction's levers; each lever's fastest counts "
+                         "(every round's figure is printed and kept as whole_LEVER_rounds_x)")
     ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = ap.parse_args()
     path = args.media or realistic_video(minutes=args.minutes, bframes=not args.no_bframes)
@@ -413,6 +455,7 @@ def main() -> None:
             extractor = extractors["spinning" if spinning else backend]
             wall, cpu = whole_extraction(library, extractor, workers=workers,
                                          decode_threads=threads)
+            figures.setdefault(f"whole_{key}_rounds_x", []).append(lib_s / wall)
             if lib_s / wall > figures.get(f"whole_{key}_x", 0.0):
                 record(figures, f"whole_{key}", lib_s, wall, cpu)
     if args.ray:
@@ -452,7 +495,10 @@ def report(figures: dict, *, n_files: int) -> None:
     for label, key in rows:
         if key in figures:
             cpu = figures.get(key.replace("_x", "_cpu_x"))
-            print(f"{label:68s} {figures[key]:16.1f} " + (f"{cpu:16.1f}" if cpu else ""))
+            rounds = figures.get(key.replace("_x", "_rounds_x"), [])
+            print(f"{label:68s} {figures[key]:16.1f} " + (f"{cpu:16.1f}" if cpu else "")
+                  + (f"   rounds: {', '.join(f'{x:.1f}' for x in rounds)}"
+                     if len(rounds) > 1 else ""))
     print(f"frame encoder: PyTorch {figures['frame_encoder_torch_frames_per_s']:.1f} frames/s "
           f"({figures['frame_encoder_torch_gflops']:.1f} GFLOP/s), onnxruntime "
           f"{figures['frame_encoder_onnxruntime_frames_per_s']:.1f} frames/s "
@@ -466,9 +512,14 @@ def report(figures: dict, *, n_files: int) -> None:
           f"(what skip_frame=NONREF can leave undecoded); in the B-frame copy: "
           f"{figures['bframes_nonref_total'] - figures['bframes_nonref_decoded']} of "
           f"{figures['bframes_nonref_total']}")
-    if "int8_frames_per_s" in figures:
-        print(f"int8 frame encoder: {figures['int8_frames_per_s']:.1f} frames/s, cosine to float32 "
-              f"min {figures['int8_min_cosine']:.3f}, mean {figures['int8_mean_cosine']:.3f}")
+    for key in [f"int8_{label}_{calibrated_on}" for label, *_, calibrated_on in INT8_SETTINGS]:
+        if key + "_frames_per_s" in figures:
+            print(f"{key} frame encoder: {figures[key + '_frames_per_s']:.1f} frames/s (float32 "
+                  f"{figures['frame_encoder_onnxruntime_frames_per_s']:.1f}); cosine to float32 "
+                  f"on the video's frames min {figures[key + '_min_cosine']:.3f}, mean "
+                  f"{figures[key + '_mean_cosine']:.3f}; on {figures['int8_pictures']} wallpaper "
+                  f"crops min {figures[key + '_pictures_min_cosine']:.3f}, mean "
+                  f"{figures[key + '_pictures_mean_cosine']:.3f}")
     for precision, name in (("f32", "float32"), ("bf16", "bfloat16")):
         if f"openvino_{precision}_frames_per_s" in figures:
             print(f"OpenVINO {figures['openvino_version']} {name}: "
