@@ -21,7 +21,7 @@ Both runtimes compute the same float32 network and agree to float rounding (max 
 1.6e-5 on 720 real frames, features of order 0.1 to 6, minimum cosine 0.9999997: about the
 rounding of the float16 arrays a store keeps), so they share it; the manifest also
 records the runtime (``runtime``), for information. A build whose features differ by more (an
-int8 model: at best a minimum cosine of 0.97 to float32 on real pictures, README
+int8 model: at best a minimum cosine of 0.972-0.985 to float32 on real pictures, README
 "Extraction") must take another name.
 """
 
