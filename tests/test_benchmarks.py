@@ -94,5 +94,6 @@ def test_quick_suite_writes_json_and_markdown_with_a_row_per_benchmark(tmp_path)
     assert report["machine"] in table and report["date"] in table
     for rec in report["benchmarks"]:
         assert rec["rows"], rec["name"]
-        assert rec["status"] in ("ok", "missing") or rec["status"].startswith(("exit", "timed")), rec
+        # every quick benchmark runs to the end (figures are never asserted; a crash is no figure)
+        assert rec["status"] == "ok", (rec, done.stdout[-3000:])
         assert f"| {rec['name']} |" in table
