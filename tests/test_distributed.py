@@ -259,26 +259,44 @@ def test_gpu_workers_encode_what_cpu_tasks_decode(cluster, media20, tmp_path):
     assert store.read("v01")["video"].shape == (3, 1280)
 
 
+@pytest.mark.parametrize("pipeline", ["whole", "split"])
+def test_ray_workers_decode_on_one_thread(cluster, tmp_path, pipeline):
+    """A worker (or decode task) holds one CPU and the cluster runs one per CPU, so its decode
+    process decodes on one thread, as the local engine's several decode processes do (FFmpeg's
+    threads would compete with the other workers, at a higher CPU cost per frame); they used
+    FFmpeg's threads ("AUTO") before."""
+    from tests.fixtures.fake_extraction import fake_inputs
+
+    summary = api_extract(cluster, tmp_path / "store", fake_inputs(tmp_path, 4),
+                          pipeline=pipeline, fake="thread-type", shard_size=2)
+    assert summary["done"] == 4
+    rows = FeatureStore.open(tmp_path / "store").rows(status=None)
+    assert list(rows["title"]) == ["NONE"] * 4
+
+
 # ------------------------------------------------------------------ decoders that crash or hang
 RAY_API_RUN = """
 import json, sys
 from mvpt.distributed import RayEngine
 from mvpt.extract import Extractor, extract
-from tests.fixtures.fake_extraction import FakeExtractor
+from tests.fixtures.fake_extraction import FakeExtractor, ThreadTypeExtractor
 address, out, pipeline, fake, shard_size, timeout_s, *inputs = sys.argv[1:]
 engine = RayEngine(address=address, decode_timeout_s=float(timeout_s), split=pipeline == "split")
-extractor = FakeExtractor() if fake == "fake" else Extractor()
+extractor = {"fake": FakeExtractor, "thread-type": ThreadTypeExtractor}.get(fake, Extractor)()
 summary = extract(inputs, out, extractor=extractor, shard_size=int(shard_size), progress=False,
                   engine=engine)
 print(json.dumps(summary.to_dict()))
 """
 
 
-def api_extract(address: str, out: Path, inputs: list, *, pipeline: str, fake: bool = False,
-                shard_size: int = 2, decode_timeout_s: float = 600) -> dict:
+def api_extract(address: str, out: Path, inputs: list, *, pipeline: str,
+                fake: bool | str = False, shard_size: int = 2,
+                decode_timeout_s: float = 600) -> dict:
     """``mvpt.extract.extract`` on Ray with the "whole" or "split" pipeline (the Python API's
-    options), from a driver process of its own; the summary."""
-    args = [address, out, pipeline, "fake" if fake else "real", shard_size, decode_timeout_s]
+    options), from a driver process of its own; the summary. ``fake``: True for
+    FakeExtractor, "thread-type" for ThreadTypeExtractor, False for the real extractor."""
+    kind = {True: "fake", False: "real"}.get(fake, fake)
+    args = [address, out, pipeline, kind, shard_size, decode_timeout_s]
     proc = subprocess.run([sys.executable, "-c", RAY_API_RUN, *map(str, [*args, *inputs])],
                           env=mvpt_env(), capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Extraction on a Ray cluster: the shard units of :mod:`mvpt.extract` run on Ray actors.
 
 Each worker is an actor that loads the encoders once. Without GPUs a worker takes one CPU and
-decodes and encodes its unit itself. With ``gpus_per_worker`` > 0 (or ``split=True``, the same
+decodes and encodes its unit itself (its encoders and its decode process on one thread each). With ``gpus_per_worker`` > 0 (or ``split=True``, the same
 pipeline on CPUs) a worker holds that many GPUs and only encodes: each unit is decoded by a
 one-CPU Ray task wherever the cluster has CPUs, a unit ahead of its encoder.
 
@@ -103,7 +103,18 @@ _TASK_DECODE_POOL = DecodePoolKeeper()
 def decode_unit_task(unit: ShardUnit, spec: DecodeSpec, decoder: Decoder,
                      timeout_s: float | None) -> list[Decoded]:
     """:func:`decode_unit` as a Ray task's result (the split pipeline)."""
+    one_cpu_decoding()
     return list(decode_unit(unit, spec, decoder, timeout_s, keeper=_TASK_DECODE_POOL))
+
+
+def one_cpu_decoding() -> None:
+    """Decode on one thread in this process's decode children (they inherit the environment),
+    unless ``MVPT_DECODE_THREADS`` says otherwise: a worker or decode task holds one CPU and
+    the cluster runs one per CPU, so FFmpeg's threads would only compete with the other
+    workers, at a higher CPU cost per frame (README "Extraction"), as with the local engine's
+    several decode processes."""
+    if not os.environ.get("MVPT_DECODE_THREADS", "").strip():
+        os.environ["MVPT_DECODE_THREADS"] = "NONE"
 
 
 def portable_extractor(extractor: Extractor) -> dict | Extractor:
@@ -124,6 +135,7 @@ class ExtractWorker:
         import ray
 
         os.environ["MVPT_THREADS"] = str(max(1, threads))
+        one_cpu_decoding()
         self.node = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
         self.decode_timeout_s = decode_timeout_s
         self.decode_pool = DecodePoolKeeper()  # one decode process for all of its units
