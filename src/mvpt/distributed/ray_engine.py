@@ -1,9 +1,10 @@
 """Extraction on a Ray cluster: the shard units of :mod:`mvpt.extract` run on Ray actors.
 
 Each worker is an actor that loads the encoders once. Without GPUs a worker takes one CPU and
-decodes and encodes its unit itself (its encoders and its decode process on one thread each). With ``gpus_per_worker`` > 0 (or ``split=True``, the same
-pipeline on CPUs) a worker holds that many GPUs and only encodes: each unit is decoded by a
-one-CPU Ray task wherever the cluster has CPUs, a unit ahead of its encoder.
+decodes and encodes its unit itself (its encoders and its decode process on one thread each).
+With ``gpus_per_worker`` > 0 (or ``split=True``, the same pipeline on CPUs) a worker holds that
+many GPUs and only encodes: each unit is decoded by a one-CPU Ray task wherever the cluster has
+CPUs, a unit ahead of its encoder.
 
 Decoding is the local engine's (:mod:`mvpt.extract`): a unit's items are decoded in a child
 process of the worker or task, with ``decode_timeout_s`` per item, so a file that hangs its
