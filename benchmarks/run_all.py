@@ -98,7 +98,8 @@ def parse_train(out: str, data: dict | None) -> list[tuple]:
 
 def parse_train_memory(out: str, data: dict | None) -> list[tuple]:
     """Peak RSS growth from a store to one ``N``x larger, streamed (the headline) beside
-    in-memory, and the streamed peaks from the script's table."""
+    in-memory, and the streamed peaks from the script's table; then the streamed throughput over
+    the in-memory one on the larger store (the median of paired rounds), beside the smaller's."""
     growth = {m.group(1): (m.group(2), num(m.group(3))) for m in re.finditer(
         rf"^(streamed|in-memory): peak RSS (\d+)x store / 1x store: {NUMBER} %", out,
         flags=re.MULTILINE)}
@@ -110,8 +111,17 @@ def parse_train_memory(out: str, data: dict | None) -> list[tuple]:
     beside = [f"peak {peaks.get('1x')} -> {peaks.get(f'{scale}x')} MB"]
     if "in-memory" in growth:
         beside.insert(0, f"in-memory {growth['in-memory'][1]:+.1f} %")
-    return [(f"training peak RSS, streamed, {scale}x store vs 1x (%)", f"{streamed:+.1f}",
+    rows = [(f"training peak RSS, streamed, {scale}x store vs 1x (%)", f"{streamed:+.1f}",
              "; ".join(beside))]
+    speed = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(
+        rf"^(\d+)x store: streamed / in-memory tracks/s = {NUMBER} \(median of \d+ paired "
+        r"rounds: ([^)]*)\)", out, flags=re.MULTILINE)}
+    if scale in speed:
+        ratio, paired = speed[scale]
+        small = f"; 1x store {speed['1'][0]}" if "1" in speed and scale != "1" else ""
+        rows.append((f"training tracks/s, streamed / in-memory, {scale}x store", ratio,
+                     f"paired rounds {paired}{small}"))
+    return rows
 
 
 def parse_eval(out: str, data: dict | None) -> list[tuple]:

@@ -10,8 +10,10 @@ the large store, so what grows with the number of steps (the allocator's heap) s
 what grows with the store. Each run is repeated ``--repeats`` times, interleaved; the table keeps
 the highest peak and the best throughput. Prints peak RSS and tracks/s per run, how much the
 peak grows from the small store to the large one, and the streamed throughput over the in-memory
-one. The store is read from the OS page cache (it was just written); a cold disk is slower for
-both.
+one: each repeat runs both modes back to back, so its ratio compares runs that met the same state
+of the machine, and the headline is the median of those paired ratios (each mode's runs spread by
+up to a tenth from one to the next). The store is read from the OS page cache (it was just
+written); a cold disk is slower for both.
 
     PYTHONPATH=src python3 benchmarks/train_memory.py                  # 500 and 4000 tracks
     PYTHONPATH=src python3 benchmarks/train_memory.py --tracks 2000 --device cuda
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,7 +79,7 @@ def main() -> None:
     parser.add_argument("--d-hidden", type=int, default=64, help="MVPt width (small: the "
                         "data path weighs more in the step time)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each kind (2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind (3)")
     parser.add_argument("--child", nargs=3, metavar=("STORE", "MODE", "EPOCHS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -86,6 +89,8 @@ def main() -> None:
     from tests.fixtures.stores import make_synthetic_store
 
     runs = {}  # (label, mode) -> best of the repeats
+    rounds: dict[str, list[float]] = {}  # label -> streamed / in-memory tracks/s, per repeat
+    latest: dict[tuple[str, str], float] = {}  # (label, mode) -> tracks/s of this repeat
     with tempfile.TemporaryDirectory() as tmp:
         stores = {}
         for scale in (1, args.scale):
@@ -101,13 +106,17 @@ def main() -> None:
                 print(f"run {repeat + 1}: {label:13s} {mode:9s} ({store_mb(stores[scale]):6.1f} "
                       f"MB store): peak RSS {got['peak_rss_mb']:7.1f} MB, "
                       f"{got['tracks_per_s']:7.1f} tracks/s", flush=True)
-                best = runs.setdefault((label, mode), got)
+                latest[(label, mode)] = got["tracks_per_s"]
+                if mode == MODES[-1]:  # both modes of this label ran in this repeat
+                    rounds.setdefault(label, []).append(
+                        latest[(label, "streamed")] / latest[(label, "in-memory")])
+                best = runs.setdefault((label, mode), dict(got))
                 best["peak_rss_mb"] = max(best["peak_rss_mb"], got["peak_rss_mb"])
                 best["tracks_per_s"] = max(best["tracks_per_s"], got["tracks_per_s"])
-    report(runs, args)
+    report(runs, rounds, args)
 
 
-def report(runs: dict, args) -> None:
+def report(runs: dict, rounds: dict, args) -> None:
     print(f"\nthreads: MVPT_THREADS={os.environ.get('MVPT_THREADS', 'all cores')}, device "
           f"{args.device}, batch {args.batch_size}, MVPt d_hidden {args.d_hidden}, "
           f"{args.tracks} and {args.tracks * args.scale} tracks; best of {args.repeats}")
@@ -122,9 +131,10 @@ def report(runs: dict, args) -> None:
     print(f"streamed, 1x store for {args.scale} epochs / 1 epoch (same steps as the {large} "
           f"epoch): {100 * (control / runs[('1x', 'streamed')]['peak_rss_mb'] - 1):+.1f} %")
     for label in ("1x", large):
-        ratio = runs[(label, "streamed")]["tracks_per_s"] / runs[(label, "in-memory")][
-            "tracks_per_s"]
-        print(f"{label} store: streamed / in-memory tracks/s = {ratio:.3f}")
+        paired = rounds[label]
+        print(f"{label} store: streamed / in-memory tracks/s = {statistics.median(paired):.3f} "
+              f"(median of {len(paired)} paired rounds: "
+              f"{', '.join(f'{r:.3f}' for r in paired)})")
 
 
 if __name__ == "__main__":

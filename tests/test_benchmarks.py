@@ -48,7 +48,7 @@ def test_parsers_pick_the_headline_figures():
 
 def test_eval_and_train_memory_rows_carry_their_same_run_references():
     """The rows read the scripts' current output (the eval's matmul ratio and both peaks, the
-    streamed growth beside in-memory)."""
+    streamed growth beside in-memory, the streamed throughput over in-memory, round by round)."""
     eval_out = ("| case | pool | wall s | CPU s | peak MiB traced / resident | "
                 "GFLOP/s wall / CPU-s | V->M R@1 % | V->M MedR |\n"
                 "|---|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -65,10 +65,16 @@ def test_eval_and_train_memory_rows_carry_their_same_run_references():
                   "| 1x | streamed | 586 | 9.1 |\n| 8x | streamed | 660 | 8.8 |\n"
                   "| 1x | in-memory | 653 | 10.0 |\n"
                   "streamed: peak RSS 8x store / 1x store: +12.7 %\n"
-                  "in-memory: peak RSS 8x store / 1x store: +94.0 %\n")
+                  "in-memory: peak RSS 8x store / 1x store: +94.0 %\n"
+                  "1x store: streamed / in-memory tracks/s = 1.085 (median of 3 paired rounds: "
+                  "1.085, 1.020, 1.100)\n"
+                  "8x store: streamed / in-memory tracks/s = 0.950 (median of 3 paired rounds: "
+                  "0.899, 0.950, 0.971)\n")
     assert run_all.parse_train_memory(memory_out, None) == [
         ("training peak RSS, streamed, 8x store vs 1x (%)", "+12.7",
-         "in-memory +94.0 %; peak 586 -> 660 MB")]
+         "in-memory +94.0 %; peak 586 -> 660 MB"),
+        ("training tracks/s, streamed / in-memory, 8x store", "0.950",
+         "paired rounds 0.899, 0.950, 0.971; 1x store 1.085")]
 
 
 def test_options_a_script_does_not_list_are_dropped(tmp_path):
