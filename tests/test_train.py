@@ -19,7 +19,7 @@ import torch
 
 from mvpt.cli import main as cli_main
 from mvpt.run import Run
-from mvpt.settings import DEFAULT_LR, RunConfig
+from mvpt.settings import DEFAULT_GRAD_CLIP, DEFAULT_LR, RunConfig
 from mvpt.errors import ModelError, UsageError
 from mvpt.models import build_model, info_nce, load_config
 from mvpt.models.checkpoint import read_checkpoint
@@ -534,6 +534,49 @@ def test_resume_without_lr_keeps_the_runs_own(store_path, tmp_path):
     assert read_checkpoint(tmp_path / "new" / "last.pt")["run_config"]["lr"] == DEFAULT_LR == 5e-4
 
 
+@pytest.mark.parametrize("clip", [0.0, 0.02])
+def test_grad_clip_bounds_the_gradient_of_every_step(clip, store_path, tmp_path, monkeypatch):
+    """With ``grad_clip`` the gradients AdamW steps on have at most that L2 norm (all
+    parameters together); without it (0) the same run's gradients are longer."""
+    norms = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"]
+                 if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads]))))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    train(store_path, tmp_path / "run", model=tiny_config_file(tmp_path), epochs=2,
+          batch_size=32, grad_clip=clip, progress=False)
+    assert len(norms) == 2 * (192 // 32)
+    if clip:
+        assert max(norms) <= clip * (1 + 1e-5)
+    else:
+        assert min(norms) > 0.02  # so the bound above is the clipping's doing
+    stored = read_checkpoint(tmp_path / "run" / "last.pt")["run_config"]
+    assert stored["grad_clip"] == clip
+
+
+def test_resume_without_grad_clip_keeps_the_runs_own(store_path, tmp_path):
+    """Like ``lr``: a run resumes at its own clipping, a new run gets the default, and a run
+    saved before the setting (no clipping then) resumes without it."""
+    kwargs = {"model": "mlp", "model_overrides": {"d_hidden": 8}, "batch_size": 64,
+              "progress": False}
+    train(store_path, tmp_path / "run", epochs=1, grad_clip=0.5, **kwargs)
+    train(store_path, tmp_path / "run", epochs=2, resume=True, **kwargs)
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["run_config"]["grad_clip"] == 0.5
+    with pytest.raises(UsageError, match=r"grad_clip=2.0 \(run: 0.5\)"):
+        train(store_path, tmp_path / "run", epochs=3, resume=True, grad_clip=2.0, **kwargs)
+    train(store_path, tmp_path / "new", epochs=1, **kwargs)
+    assert (read_checkpoint(tmp_path / "new" / "last.pt")["run_config"]["grad_clip"]
+            == DEFAULT_GRAD_CLIP)
+    with pytest.raises(UsageError, match="grad_clip must be >= 0"):
+        train(store_path, tmp_path / "bad", epochs=1, grad_clip=-1.0, **kwargs)
+
+
 def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, tmp_path):
     """A last.pt written before issue 10 (no window_policy, the schedule a plain function) was
     trained with a length per track: resuming needs --window-policy per-track, and its 2-epoch
@@ -548,6 +591,7 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     del ckpt["run_config"]["best_by"]  # made before the setting: best.pt by track-level R@10
     del ckpt["run_config"]["warmup_share"]  # (the same: a tenth, the only share there was)
     del ckpt["run_config"]["reverse_share"]  # (the same: no window played backwards)
+    del ckpt["run_config"]["grad_clip"]  # (the same: no clipping)
     ckpt["training"]["scheduler"]["lr_lambdas"] = [None, None]
     torch.save(ckpt, run / "last.pt")
     with pytest.raises(UsageError, match=r"window_policy='per-batch' \(run: 'per-track'\)"):
@@ -557,6 +601,7 @@ def test_a_run_saved_before_window_policies_resumes_with_per_track(store_path, t
     assert lrs[1] == 0.0 and lrs[2] == pytest.approx(5e-3) and lrs[3] == pytest.approx(0.0)
     stored = read_checkpoint(run / "last.pt")["run_config"]
     assert stored["best_by"] == "track-r10" and stored["reverse_share"] == 0.0
+    assert stored["grad_clip"] == 0.0
 
 
 def test_resume_refuses_a_store_of_other_encoders(store_path, tmp_path):
@@ -578,13 +623,14 @@ def test_cli_train_and_models(store_path, tmp_path, capsys):
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["linear", "mlp", "mvpt"]
     run = str(tmp_path / "run")
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear",
-                     "--window-policy", "fixed", "--warmup-share", "0.25", "--no-progress",
-                     "--json"]) == 0
+                     "--window-policy", "fixed", "--warmup-share", "0.25", "--grad-clip", "3",
+                     "--no-progress", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["kind"] == "linear" and summary["best"]["epoch"] == 1
     config = json.loads(Path(run, "config.json").read_text())
     assert config["run_config"]["window_policy"] == "fixed"
     assert config["run_config"]["warmup_share"] == 0.25 and config["run_config"]["lr"] == 5e-4
+    assert config["run_config"]["grad_clip"] == 3.0
     assert cli_main(["train", str(store_path), "--out", run, "--model", "linear"]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert cli_main(["train", str(tmp_path / "nowhere"), "--out", run + "2"]) == 1

@@ -17,6 +17,8 @@ WARMUP_SHARE = 0.1  # of a run's steps, when warmup_steps is None (RunConfig.war
 # for seeds 0 and 3 while 5e-4 made all four take off; on the 3-seed feature suite 5e-4 is level
 # with 1e-3 (benchmarks/results/recipe/defaults-v7).
 DEFAULT_LR = 5e-4
+# Gradient clipping of a new run (RunConfig.grad_clip): the L2 norm of all gradients together.
+DEFAULT_GRAD_CLIP = 0.0
 # Which epoch best.pt keeps, judged on the val split (see RunConfig.best_by).
 BEST_BY = ("r1", "track-r10", "last")
 
@@ -64,6 +66,10 @@ class RunConfig:
     # model that pools by the mean (the MLP) sees the same mean. 0 (none) by default: 0.5 was
     # measured on the feature suite and not taken (README, "The training recipe").
     reverse_share: float = 0.0
+    # Gradient clipping: before each step the gradients of all parameters, as one vector, are
+    # scaled down to this L2 norm when longer. 0: no clipping (runs started before the setting).
+    # None: DEFAULT_GRAD_CLIP for a new run, the run's own on --resume.
+    grad_clip: float | None = None
     chunk_size: int | None = None  # tracks per forward pass with gradients (GradCache); None: all
     precision: str = "auto"  # fp32, bf16, fp16; auto: bf16 on CUDA, fp32 on CPU
     seed: int = 0
@@ -98,6 +104,8 @@ class RunConfig:
             raise UsageError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if self.best_by is not None and self.best_by not in BEST_BY:
             raise UsageError(f"best_by must be one of {', '.join(BEST_BY)}, got {self.best_by!r}")
+        if self.grad_clip is not None and not self.grad_clip >= 0:
+            raise UsageError(f"grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}")
         if not 0 <= self.reverse_share <= 1:
             raise UsageError(f"reverse_share must be in [0, 1], got {self.reverse_share}")
         if self.window_policy not in WINDOW_POLICIES:

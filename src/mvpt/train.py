@@ -114,7 +114,7 @@ from mvpt.models.factory import build_model, load_config
 from mvpt.models.loss import info_nce
 from mvpt.models.mvpt import JointEmbedder
 from mvpt.settings import (  # noqa: F401 (re-exported)
-    DEFAULT_LR, SEGMENT_S, WARMUP_SHARE, WINDOW_POLICIES, RunConfig)
+    DEFAULT_GRAD_CLIP, DEFAULT_LR, SEGMENT_S, WARMUP_SHARE, WINDOW_POLICIES, RunConfig)
 from mvpt.store import Features, FeatureStore
 from mvpt.streaming import ShardedFeatures, prefetch, window_rows
 
@@ -472,8 +472,8 @@ def train(store_path, out_dir, *, model: str = "mvpt", resume: bool = False,
     """Train ``model`` (a config name, JSON path) on the train split of the feature store at
     ``store_path``, validating on its val split; write the run to ``out_dir``. ``settings``: the
     fields of :class:`RunConfig` (epochs, batch_size, lr, weight_decay, warmup_steps, warmup_share,
-    min_clips, window_policy, windows_per_track, best_by, reverse_share, chunk_size, precision,
-    seed).
+    min_clips, window_policy, windows_per_track, best_by, reverse_share, grad_clip, chunk_size,
+    precision, seed).
     ``model_overrides`` replace model config fields.
     ``resume`` continues from ``out_dir/last.pt`` (same settings; ``epochs`` may change: more
     epochs add a warm restart of the schedule). Batches are read from the store's memory-mapped
@@ -549,6 +549,9 @@ def _prepare(store_path, out_dir, *, config: RunConfig, ctx: DistContext, resume
     ckpt = read_checkpoint(last) if resume and last.is_file() else None
     if config.lr is None:  # the default: a new run's, or the resumed run's own
         config.lr = ckpt["run_config"]["lr"] if ckpt else DEFAULT_LR
+    if config.grad_clip is None:  # the same (0.0, no clipping, in runs made before the setting)
+        config.grad_clip = (ckpt["run_config"].get("grad_clip", 0.0) if ckpt
+                            else DEFAULT_GRAD_CLIP)
     if model_config.kind != "linear":
         _setup_optimisation(run)
     if ckpt is not None:
@@ -680,6 +683,7 @@ def _restore(run: _Run, ckpt: dict, store_path) -> None:
     stored.setdefault("warmup_share", WARMUP_SHARE)  # runs started before the setting
     stored.setdefault("best_by", "track-r10")  # (the same: best.pt's rule before the setting)
     stored.setdefault("reverse_share", 0.0)  # (the same: no window played backwards before it)
+    stored.setdefault("grad_clip", 0.0)  # (the same: no clipping before it)
     if run.config.best_by is None:
         run.config.best_by = stored["best_by"]
     differ = [k for k, v in asdict(run.config).items() if k != "epochs" and stored.get(k) != v]
@@ -781,6 +785,9 @@ def _optimizer_step(run: _Run, batch: Batch) -> float:
     loss = contrastive_backward(run.model, batch, chunk_size=run.config.chunk_size,
                                 autocast=run.autocast, scale=run.scaler.scale)
     average_gradients(run.model, run.ctx.world_size)
+    if run.config.grad_clip:
+        run.scaler.unscale_(run.optimizer)  # the true gradients (a no-op unless fp16 scales)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()

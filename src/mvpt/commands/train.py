@@ -11,7 +11,7 @@ from mvpt.commands.common import (
     positive_float,
     positive_int,
 )
-from mvpt.settings import BEST_BY, DEFAULT_LR, WINDOW_POLICIES, RunConfig
+from mvpt.settings import BEST_BY, DEFAULT_GRAD_CLIP, DEFAULT_LR, WINDOW_POLICIES, RunConfig
 
 DEFAULTS = RunConfig()
 
@@ -76,6 +76,10 @@ def add_parser(sub) -> None:
                    help="share of training windows whose clips play in reverse order, video "
                    "and music alike, drawn anew each epoch: the same sections in another order "
                    "(default %(default)s)")
+    p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip, metavar="NORM",
+                   help="scale the gradients down to this L2 norm (all parameters together) "
+                   "before each step when longer; 0: no clipping (default: "
+                   f"{DEFAULT_GRAD_CLIP:g} for a new run, the run's own with --resume)")
     p.add_argument("--in-memory", action="store_true",
                    help="copy the train and val splits into memory first instead of reading "
                    "each batch from the store's memory-mapped shards (same results)")
@@ -105,7 +109,7 @@ def run(args) -> int:
         warmup_steps=args.warmup_steps, warmup_share=args.warmup_share,
         min_clips=args.min_clips,
         window_policy=args.window_policy, windows_per_track=args.windows_per_track,
-        best_by=args.best_by, reverse_share=args.reverse_share,
+        best_by=args.best_by, reverse_share=args.reverse_share, grad_clip=args.grad_clip,
         in_memory=args.in_memory, precision=args.precision,
         seed=args.seed)
     if summary["world_size"] > 1 and not _is_rank0():
