@@ -85,7 +85,6 @@ ROWS: dict[str, tuple[str, dict, dict]] = {
                     {"reverse_share": 0.5}, {}),
     "grad-clip-1": ("gradients clipped to an L2 norm of 1 (all parameters together)",
                     {"grad_clip": 1.0}, {}),
-    "no-grad-clip": ("no gradient clipping", {"grad_clip": 0.0}, {}),
 }
 
 
